@@ -1,0 +1,47 @@
+"""hookstage's HTTP API (FastAPI): projects, assets, tasks, deliveries and keys under `/api`.
+
+Every `/api` call needs an API key (see `auth`); every failure answers in one JSON shape
+(see `errors`). OpenAPI is at `/openapi.json`, the interactive docs at `/docs`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from hookstage import __version__
+from hookstage.api import assets, deliveries, errors, keys, projects, tasks
+from hookstage.engine import Engine
+
+__all__ = ["create_app"]
+
+
+def create_app(
+    engine: Engine, *, dispatcher_state: Callable[[], dict[str, Any]] | None = None
+) -> FastAPI:
+    """The API over `engine`; `/healthz` adds `dispatcher_state()` when it is given."""
+    app = FastAPI(
+        title="hookstage",
+        version=__version__,
+        description="Annotation workflows whose Webhook stage delivers every task, signed.",
+    )
+    app.state.engine = engine
+    errors.install(app)
+    for module in (projects, assets, tasks, deliveries, keys):
+        app.include_router(module.router)
+
+    @app.get("/healthz", tags=["health"], summary="Liveness, without a key")
+    async def healthz() -> JSONResponse:
+        health: dict[str, Any] = {"status": "ok", "version": __version__}
+        if dispatcher_state is not None:
+            try:
+                health["dispatcher"] = dispatcher_state()
+            except Exception:
+                errors.log.exception("dispatcher_state() failed")
+                return JSONResponse({**health, "status": "degraded"}, status_code=503)
+        return JSONResponse(health)
+
+    return app

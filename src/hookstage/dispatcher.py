@@ -1,0 +1,403 @@
+"""Claim, send, record: the loop that empties the outbox.
+
+One dispatcher runs in ``serve`` or in each ``worker`` process. It claims due deliveries
+with a lease, sends each through one keep-alive HTTP session under a global and a
+per-endpoint concurrency limit, and hands every outcome to one writer task that records
+them in groups (one transaction per group: durable without a commit per delivery).
+
+Isolation: a delivery waits for its endpoint's slot before it takes a global one, and an
+endpoint with a full queue is left out of the next claims, so a black-holed endpoint holds
+only its own slots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import secrets
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from hookstage import __version__
+from hookstage.retry import Decision, RetryPolicy, decide
+from hookstage.signing import Signer
+from hookstage.store import Store
+from hookstage.store.deliveries import AttemptResult, Claimed, Lease, claim, next_due_at
+from hookstage.store.deliveries import record as record_results
+from hookstage.store.deliveries import release as release_leases
+from hookstage.transport import AiohttpTransport, OutboundRequest, Outcome, Transport
+
+__all__ = ["Dispatcher", "Endpoint", "Resolve", "default_worker_id"]
+
+log = logging.getLogger(__name__)
+
+_USER_AGENT = f"hookstage/{__version__}"
+_GROUP_MAX = 200
+_COMMIT_TRIES = 3
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where and how one stage's deliveries are sent, as configured at send time.
+
+    ``signer`` holds the secrets (its repr hides them); ``policy`` None means the
+    dispatcher's default.
+    """
+
+    url: str
+    signer: Signer = field(default_factory=Signer)
+    timeout: float = 10.0
+    policy: RetryPolicy | None = None
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url)
+        # The URL is not repeated: it may carry credentials.
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError("url: expected an absolute http:// or https:// URL")
+        if not self.timeout > 0:
+            raise ValueError(f"timeout: expected seconds > 0, got {self.timeout!r}")
+
+
+Resolve = Callable[[str, str], Awaitable[Endpoint | None]]
+_Item = AttemptResult | Lease
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class _Slot:
+    """One endpoint (URL): its concurrency limit, and how many claimed deliveries are
+    waiting for it or in flight."""
+
+    __slots__ = ("backlog", "semaphore")
+
+    def __init__(self, limit: int) -> None:
+        self.semaphore = asyncio.Semaphore(limit)
+        self.backlog = 0
+
+
+@dataclass(eq=False)
+class _Job:
+    claimed: Claimed
+    endpoint: Endpoint
+    slot: _Slot
+    started_at: float | None = None
+    task: asyncio.Task[None] | None = None
+
+
+class Dispatcher:
+    """Delivers the outbox until ``stop()``. ``wake()`` after a commit that enqueued.
+
+    ``concurrency`` bounds requests in flight, ``per_endpoint`` those to one URL; ``batch``
+    bounds one claim. ``lease_seconds`` should exceed the longest endpoint timeout.
+    ``resolve(project_id, stage_id)`` gives a stage's endpoint at send time (None: the
+    stage is gone, and its deliveries fail).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        resolve: Resolve,
+        transport: Transport | None = None,
+        policy: RetryPolicy | None = None,
+        worker_id: str | None = None,
+        concurrency: int = 256,
+        per_endpoint: int = 64,
+        batch: int = 200,
+        lease_seconds: float = 60.0,
+        poll_seconds: float = 1.0,
+        linger_seconds: float = 0.002,
+        clock: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        for name, value in (
+            ("concurrency", concurrency),
+            ("per_endpoint", per_endpoint),
+            ("batch", batch),
+            ("lease_seconds", lease_seconds),
+            ("poll_seconds", poll_seconds),
+        ):
+            if not value > 0:
+                raise ValueError(f"{name}: expected a positive number, got {value!r}")
+        self.store = store
+        self.worker_id = worker_id or default_worker_id()
+        self._resolve = resolve
+        self._owns_transport = transport is None
+        # limit_per_host=0: the per-endpoint semaphores bound each URL, and two URLs on one
+        # host must not share a pool a black hole could fill.
+        self._transport = transport or AiohttpTransport(limit=concurrency, limit_per_host=0)
+        self._policy = policy or RetryPolicy()
+        self._concurrency = concurrency
+        self._per_endpoint = per_endpoint
+        self._batch = batch
+        self._lease_seconds = lease_seconds
+        self._poll_seconds = poll_seconds
+        self._linger_seconds = linger_seconds
+        self._clock = clock
+        self._rand = rand
+        # Claimed and not yet recorded: sending, waiting for a slot, or queued for the writer.
+        self._outstanding: set[Lease] = set()
+        self._capacity = concurrency + batch
+        self._jobs: set[_Job] = set()
+        self._slots: dict[str, _Slot] = {}
+        self._stage_urls: dict[tuple[str, str], str] = {}
+        self._global = asyncio.Semaphore(concurrency)
+        self._results: asyncio.Queue[_Item | None] = asyncio.Queue()
+        self._nudge = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._stopping = False
+        self._running = False
+        self._grace = 10.0
+
+    # -- control ----------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """New deliveries were committed: look now instead of at the next poll.
+        Call it from the dispatcher's event loop."""
+        self._nudge.set()
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop claiming, give requests in flight up to ``grace`` seconds, record what
+        finished and release the rest. Returns when ``run()`` has returned."""
+        self._grace = grace
+        self._stopping = True
+        self._nudge.set()
+        if self._running:
+            await self._stopped.wait()
+
+    async def run(self) -> None:
+        """Deliver until ``stop()`` (once: a stopped dispatcher stays stopped)."""
+        if self._running:
+            raise RuntimeError("this dispatcher is already running")
+        self._running = True
+        self._stopped.clear()
+        writer = asyncio.create_task(self._write_loop(), name="hookstage-dispatcher-writer")
+        try:
+            await self._claim_loop()
+            await self._drain(self._grace)
+        finally:
+            await self._cancel_jobs(self._jobs)
+            self._results.put_nowait(None)
+            await writer
+            if self._owns_transport:
+                await self._transport.aclose()
+            self._running = False
+            self._stopped.set()
+
+    # -- claiming ---------------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        while not self._stopping:
+            self._nudge.clear()
+            room = self._capacity - len(self._outstanding)
+            timeout = self._poll_seconds
+            if room > 0:
+                limit = min(room, self._batch)
+                try:
+                    if await self._claim(limit) == limit:
+                        continue  # a backlog: keep claiming while there is room
+                    timeout = await self._until_next_due()
+                except Exception:
+                    log.exception("claiming deliveries failed; trying again shortly")
+            # Otherwise the writer nudges after each commit that frees room.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._nudge.wait(), timeout)
+
+    async def _claim(self, limit: int) -> int:
+        async with self.store.transaction() as conn:
+            claimed = await claim(
+                conn,
+                now=self._clock(),
+                lease_seconds=self._lease_seconds,
+                worker=self.worker_id,
+                limit=limit,
+                dialect=self.store.dialect,
+                exclude=self._saturated(),
+            )
+        endpoints = await self._resolve_all({(c.project_id, c.stage_id) for c in claimed})
+        for item in claimed:
+            self._outstanding.add(item.lease)
+            self._start(item, endpoints[item.project_id, item.stage_id])
+        return len(claimed)
+
+    async def _until_next_due(self) -> float:
+        async with self.store.transaction() as conn:
+            due = await next_due_at(conn)
+        wait = self._poll_seconds if due is None else due - self._clock()
+        # Due already means it is held back (endpoint full, earlier delivery of its task
+        # pending, another worker's lock): a commit will nudge, or the poll retries.
+        return wait if 0 < wait < self._poll_seconds else self._poll_seconds
+
+    def _saturated(self) -> list[tuple[str, str]]:
+        allowance = 2 * self._per_endpoint
+        full = {url for url, slot in self._slots.items() if slot.backlog >= allowance}
+        if not full:
+            return []
+        return [stage for stage, url in self._stage_urls.items() if url in full]
+
+    async def _resolve_all(
+        self, stages: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str, str], Endpoint | Exception | None]:
+        found: dict[tuple[str, str], Endpoint | Exception | None] = {}
+        for project_id, stage_id in stages:
+            try:
+                found[project_id, stage_id] = await self._resolve(project_id, stage_id)
+            except Exception as exc:
+                log.exception("resolving stage %s of project %s failed", stage_id, project_id)
+                found[project_id, stage_id] = exc
+        return found
+
+    def _start(self, item: Claimed, endpoint: Endpoint | Exception | None) -> None:
+        now = self._clock()
+        if endpoint is None:
+            gone = Outcome.failure("no-endpoint", "the stage is gone or is no longer a Webhook")
+            self._put(_result(item, now, gone, Decision.give_up()))
+        elif isinstance(endpoint, Exception):
+            broken = Outcome.failure("internal", f"resolving the stage: {type(endpoint).__name__}")
+            self._put(_result(item, now, broken, self._decide(item, self._policy, broken)))
+        else:
+            self._stage_urls[item.project_id, item.stage_id] = endpoint.url
+            slot = self._slots.get(endpoint.url)
+            if slot is None:
+                slot = self._slots[endpoint.url] = _Slot(self._per_endpoint)
+            slot.backlog += 1
+            job = _Job(item, endpoint, slot)
+            job.task = asyncio.create_task(self._send(job))
+            self._jobs.add(job)
+
+    # -- sending ----------------------------------------------------------------------------
+
+    async def _send(self, job: _Job) -> None:
+        claimed, endpoint = job.claimed, job.endpoint
+        try:
+            # Endpoint slot first: a delivery queued behind a slow endpoint holds no global one.
+            async with job.slot.semaphore, self._global:
+                if self._stopping or self._lease_too_short(job):
+                    self._put(claimed.lease)
+                    return
+                started_at = job.started_at = self._clock()
+                outcome = await self._attempt(claimed, endpoint, started_at)
+        except asyncio.CancelledError:
+            self._put(self._interrupted(job) if job.started_at is not None else claimed.lease)
+            raise
+        finally:
+            self._jobs.discard(job)
+            job.slot.backlog -= 1
+            if job.slot.backlog == 0:
+                self._slots.pop(endpoint.url, None)
+        decision = self._decide(claimed, endpoint.policy or self._policy, outcome)
+        self._put(_result(claimed, started_at, outcome, decision))
+
+    def _lease_too_short(self, job: _Job) -> bool:
+        # Sending when the lease may end mid-request risks a second worker sending too.
+        needed = min(job.endpoint.timeout, self._lease_seconds / 2)
+        return job.claimed.lease_until - self._clock() < needed
+
+    async def _attempt(self, claimed: Claimed, endpoint: Endpoint, started_at: float) -> Outcome:
+        try:
+            headers = {
+                "Content-Type": "application/json",
+                "User-Agent": _USER_AGENT,
+                "X-Hookstage-Delivery": claimed.id,
+                "X-Hookstage-Attempt": str(claimed.attempt),
+                **endpoint.signer.headers(
+                    claimed.body, msg_id=claimed.id, timestamp=int(started_at)
+                ),
+            }
+            request = OutboundRequest(endpoint.url, claimed.body, headers, endpoint.timeout)
+            return await self._transport.send(request)
+        except Exception as exc:  # a bug here must fail one attempt, not lose the delivery
+            log.exception("delivery %s: sending failed unexpectedly", claimed.id)
+            return Outcome.failure("internal", type(exc).__name__)
+
+    def _decide(self, claimed: Claimed, policy: RetryPolicy, outcome: Outcome) -> Decision:
+        return decide(
+            policy, attempt=claimed.attempt, outcome=outcome, now=self._clock(), rand=self._rand()
+        )
+
+    def _interrupted(self, job: _Job) -> AttemptResult:
+        started_at = job.started_at if job.started_at is not None else self._clock()
+        now = self._clock()
+        outcome = Outcome.failure(
+            "cancelled",
+            "the worker stopped before an answer came",
+            duration_ms=(now - started_at) * 1000,
+        )
+        # Interrupted, not refused: due again at once (for this or another worker).
+        return _result(job.claimed, started_at, outcome, Decision.retry(now))
+
+    async def _drain(self, grace: float) -> None:
+        await self._cancel_jobs(job for job in self._jobs if job.started_at is None)
+        running = [job.task for job in self._jobs if job.task is not None]
+        if running:
+            await asyncio.wait(running, timeout=grace)
+
+    async def _cancel_jobs(self, jobs: Iterable[_Job]) -> None:
+        tasks = [job.task for job in list(jobs) if job.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- recording --------------------------------------------------------------------------
+
+    def _put(self, item: _Item) -> None:
+        self._results.put_nowait(item)
+
+    async def _write_loop(self) -> None:
+        while True:
+            first = await self._results.get()
+            if first is not None and self._linger_seconds and self._results.qsize() < _GROUP_MAX:
+                # A short wait lets a burst share one commit.
+                await asyncio.sleep(self._linger_seconds)
+            group = [first]
+            while len(group) < _GROUP_MAX and not self._results.empty():
+                group.append(self._results.get_nowait())
+            items = [item for item in group if item is not None]
+            if items:
+                await self._commit(items)
+            if None in group:
+                return
+
+    async def _commit(self, items: list[_Item]) -> None:
+        results = [item for item in items if isinstance(item, AttemptResult)]
+        leases = [item for item in items if isinstance(item, Lease)]
+        for attempt in range(1, _COMMIT_TRIES + 1):
+            try:
+                async with self.store.transaction() as conn:
+                    await record_results(conn, results)
+                    await release_leases(conn, leases, now=self._clock())
+                break
+            except Exception:
+                # Unrecorded claims come back when their leases expire: at least once holds.
+                log.exception("recording %d result(s) failed (try %d)", len(items), attempt)
+                if attempt < _COMMIT_TRIES:
+                    await asyncio.sleep(0.2 * attempt)
+        for item in results:
+            self._outstanding.discard(item.lease)
+        self._outstanding.difference_update(leases)
+        self._nudge.set()
+
+
+def _result(
+    claimed: Claimed, started_at: float, outcome: Outcome, decision: Decision
+) -> AttemptResult:
+    answered = outcome.status is not None
+    return AttemptResult(
+        lease=claimed.lease,
+        started_at=started_at,
+        duration_ms=outcome.duration_ms,
+        status_code=outcome.status,
+        error_class=outcome.error_class,
+        error=outcome.error,
+        response_headers=dict(outcome.headers) if answered else None,
+        response_body=outcome.body if answered else None,
+        decision=decision,
+    )

@@ -1,0 +1,1080 @@
+"""Use cases: projects, import, submit, review, release, requeue, export, redeliver.
+
+Each use case is one transaction: a task's move and the deliveries it enqueues commit
+together (the transactional outbox), so a crash loses no webhook and sends none for a step
+that rolled back. Decisions (routing, annotation checks, rendering) are pure functions of
+`workflow`, `schema` and `payload`; this module reads, decides, writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from hookstage import payload, schema, workflow
+from hookstage.store import Store
+from hookstage.store import deliveries as outbox
+from hookstage.store.tables import api_keys, batches, projects, task_batches, tasks
+
+__all__ = [
+    "ROLES",
+    "ApiKey",
+    "Conflict",
+    "Engine",
+    "EngineError",
+    "ImportResult",
+    "Invalid",
+    "NotFound",
+    "Project",
+    "Submission",
+    "Task",
+    "new_id",
+    "timestamp",
+]
+
+ROLES = ("admin", "manager", "labeler", "read-only")
+Role = Literal["admin", "manager", "labeler", "read-only"]
+
+
+class EngineError(Exception):
+    """A use case refused: the message says what to change. Nothing was written."""
+
+    def __init__(self, message: str, problems: Sequence[tuple[str, str]] = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.problems = list(problems)
+
+
+class NotFound(EngineError):
+    pass
+
+
+class Invalid(EngineError):
+    pass
+
+
+class Conflict(EngineError):
+    pass
+
+
+def timestamp(epoch: float) -> str:
+    """Epoch seconds as Ango writes times: `2023-09-28T09:37:33.733Z`."""
+    return payload.format_timestamp(datetime.fromtimestamp(epoch, UTC))
+
+
+def new_id(now: float) -> str:
+    """24 hex characters like Ango's ids: seconds first, so ids sort by creation."""
+    return f"{int(now):08x}{secrets.token_hex(8)}"
+
+
+@dataclass(frozen=True)
+class Project:
+    id: str
+    name: str
+    category_schema: schema.CategorySchema
+    workflow: workflow.Workflow
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task with its asset, as stored."""
+
+    id: str
+    asset_id: str
+    project_id: str
+    external_id: str
+    data_url: str
+    dataset: list[Any]
+    asset_metadata: dict[str, Any]
+    context_data: dict[str, Any] | None
+    batches: list[tuple[str, str]]
+    stage_id: str
+    work_stage_id: str
+    annotations: dict[str, Any]
+    stage_history: list[dict[str, Any]]
+    updated_at: float
+    updated_by: str | None
+    total_duration: int
+    entered_at: float
+    created_at: float
+    version: int
+
+
+@dataclass(frozen=True)
+class Submission:
+    """Annotations in export format, as a labeler or reviewer sends them."""
+
+    tools: list[Any] = field(default_factory=list)
+    classifications: list[Any] = field(default_factory=list)
+    relations: list[Any] = field(default_factory=list)
+    brush_data_url: str | None = None
+    medical_brush_data_url: str | None = None
+
+    def annotations(self) -> dict[str, Any]:
+        return {
+            "tools": self.tools,
+            "classifications": self.classifications,
+            "relations": self.relations,
+            "brushDataUrl": self.brush_data_url,
+            "medicalBrushDataUrl": self.medical_brush_data_url,
+        }
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    created: list[str]
+    skipped: list[str]
+    deliveries: int
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: str
+    name: str
+    role: str
+    created_at: float
+    expires_at: float | None
+    revoked_at: float | None
+
+
+EMPTY_ANNOTATIONS: dict[str, Any] = {
+    "tools": [],
+    "classifications": [],
+    "relations": [],
+    "brushDataUrl": None,
+    "medicalBrushDataUrl": None,
+}
+
+
+class Engine:
+    """The use cases over one store. `on_enqueue` runs after a commit that enqueued."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Callable[[], float] = time.time,
+        on_enqueue: Callable[[], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.on_enqueue = on_enqueue
+        self._projects: dict[str, Project] = {}
+
+    # -- projects ---------------------------------------------------------------------------
+
+    async def create_project(
+        self, *, name: str, category_schema: Mapping[str, Any], workflow_json: Any
+    ) -> Project:
+        name = _required_text(name, "name")
+        parsed_schema = _parse_schema(category_schema)
+        parsed_workflow = _parse_workflow(workflow_json, parsed_schema.schema_ids)
+        now = self.clock()
+        project = Project(new_id(now), name, parsed_schema, parsed_workflow, now, now)
+        async with self.store.transaction() as conn:
+            await conn.execute(
+                projects.insert().values(
+                    id=project.id,
+                    name=name,
+                    category_schema=schema.to_json(parsed_schema),
+                    workflow=workflow.to_json(parsed_workflow, reveal_secrets=True),
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+        return project
+
+    async def list_projects(self) -> list[Project]:
+        async with self.store.transaction() as conn:
+            rows = (await conn.execute(projects.select().order_by(projects.c.created_at))).all()
+        return [self._project_from_row(row._mapping) for row in rows]
+
+    async def get_project(self, project_id: str) -> Project:
+        async with self.store.transaction() as conn:
+            return await self._load_project(conn, project_id)
+
+    async def update_workflow(self, project_id: str, workflow_json: Any) -> Project:
+        """Replace the workflow; a Webhook stage saved without its secret keeps the old one."""
+        async with self.store.transaction() as conn:
+            old = await self._load_project(conn, project_id)
+            merged = _parse_workflow(
+                workflow.merge_secrets(workflow_json, old.workflow),
+                old.category_schema.schema_ids,
+            )
+            await _check_tasks_still_placed(conn, project_id, merged)
+            now = max(self.clock(), old.updated_at + 1e-6)
+            await conn.execute(
+                projects.update()
+                .where(projects.c.id == project_id)
+                .values(workflow=workflow.to_json(merged, reveal_secrets=True), updated_at=now)
+            )
+        return replace(old, workflow=merged, updated_at=now)
+
+    async def _load_project(self, conn: AsyncConnection, project_id: str) -> Project:
+        stamp = (
+            await conn.execute(
+                sa.select(projects.c.updated_at).where(projects.c.id == _text(project_id))
+            )
+        ).scalar_one_or_none()
+        if stamp is None:
+            raise NotFound(f"project {project_id!r} not found")
+        cached = self._projects.get(project_id)
+        if cached is not None and cached.updated_at == stamp:
+            return cached
+        row = (await conn.execute(projects.select().where(projects.c.id == project_id))).one()
+        return self._project_from_row(row._mapping)
+
+    def _project_from_row(self, row: sa.RowMapping) -> Project:
+        project = Project(
+            id=row["id"],
+            name=row["name"],
+            category_schema=schema.parse_schema(row["category_schema"]),
+            workflow=workflow.parse(row["workflow"]),
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+        )
+        # Parsing a workflow on every step would dominate the step's cost.
+        self._projects[project.id] = project
+        return project
+
+    async def webhook_settings(
+        self, project_id: str, stage_id: str
+    ) -> workflow.WebhookSettings | None:
+        """The settings a delivery is sent with, read at send time (None: stage gone)."""
+        try:
+            project = await self.get_project(project_id)
+        except NotFound:
+            return None
+        stage = project.workflow.stages.get(stage_id)
+        if stage is None or not isinstance(stage.settings, workflow.WebhookSettings):
+            return None
+        return stage.settings
+
+    # -- assets and tasks -------------------------------------------------------------------
+
+    async def import_assets(
+        self, project_id: str, items: Sequence[Any], *, skip_existing: bool = False
+    ) -> ImportResult:
+        """Create a task at Start for each asset; all or nothing."""
+        assets = _parse_assets(items)
+        async with self.store.transaction() as conn:
+            project = await self._load_project(conn, project_id)
+            existing = await _existing_external_ids(
+                conn, project_id, [a.external_id for a in assets]
+            )
+            if existing and not skip_existing:
+                shown = ", ".join(repr(e) for e in sorted(existing)[:5])
+                raise Conflict(
+                    f"{len(existing)} asset(s) already imported: {shown}"
+                    " (pass skip_existing to import only the new ones)",
+                    [
+                        (f"[{a.index}].externalId", "already imported")
+                        for a in assets
+                        if a.external_id in existing
+                    ],
+                )
+            fresh = [a for a in assets if a.external_id not in existing]
+            batch_ids = await _ensure_batches(conn, project_id, fresh, self.clock())
+            moved = [await self._create_task(conn, project, a, batch_ids) for a in fresh]
+            count = await self._write_moves(conn, project, moved)
+        self._woken(count)
+        return ImportResult([m.task.id for m in moved], sorted(existing), count)
+
+    async def _create_task(
+        self,
+        conn: AsyncConnection,
+        project: Project,
+        asset: _Asset,
+        batch_ids: Mapping[str, str],
+    ) -> _Move:
+        now = self.clock()
+        start = project.workflow.start
+        task = Task(
+            id=new_id(now),
+            asset_id=new_id(now),
+            project_id=project.id,
+            external_id=asset.external_id,
+            data_url=asset.data_url,
+            dataset=asset.dataset,
+            asset_metadata=asset.metadata,
+            context_data=asset.context_data,
+            batches=[(batch_ids[name], name) for name in asset.batches],
+            stage_id=start,
+            work_stage_id=start,
+            annotations=dict(EMPTY_ANNOTATIONS),
+            stage_history=[],
+            updated_at=now,
+            updated_by=None,
+            total_duration=0,
+            entered_at=now,
+            created_at=now,
+            version=0,
+        )
+        route = workflow.enter(project.workflow, start, _facts(task))
+        return _Move(task, route, new=True, now=now)
+
+    async def list_tasks(
+        self,
+        project_id: str,
+        *,
+        stage: str | None = None,
+        batch: str | None = None,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> list[Task]:
+        """Tasks in id order, `after` an id for keyset paging (stays fast deep into a list)."""
+        async with self.store.transaction() as conn:
+            await self._load_project(conn, project_id)
+            query = _task_query(project_id, stage=stage, batch=batch, after=after)
+            rows = (await conn.execute(query.order_by(tasks.c.id).limit(limit))).all()
+            return await _with_batches(conn, rows)
+
+    async def get_task(self, task_id: str) -> Task:
+        async with self.store.transaction() as conn:
+            return await _load_task(conn, task_id)
+
+    async def count_tasks(self, project_id: str) -> dict[str, int]:
+        """Tasks per stage id."""
+        query = (
+            sa.select(tasks.c.stage_id, sa.func.count())
+            .where(tasks.c.project_id == project_id)
+            .group_by(tasks.c.stage_id)
+        )
+        async with self.store.transaction() as conn:
+            await self._load_project(conn, project_id)
+            return {row[0]: row[1] for row in (await conn.execute(query)).all()}
+
+    # -- steps ------------------------------------------------------------------------------
+
+    async def submit(
+        self, task_id: str, submission: Submission, *, user: str, duration_ms: int = 0
+    ) -> Task:
+        """A labeler hands in the task's annotations: it moves on through the stage's output."""
+        user = _required_text(user, "user")
+        duration_ms = _duration(duration_ms)
+        async with self.store.transaction() as conn:
+            task = await _load_task(conn, task_id)
+            project = await self._load_project(conn, task.project_id)
+            _expect_stage(project, task, {"Label", "Start"}, "submitted")
+            _check_submission(project, submission)
+            moved = self._leave(
+                project, task, user, duration_ms, submission.annotations(), output=0
+            )
+            count = await self._write_moves(conn, project, [moved])
+        self._woken(count)
+        return moved.result
+
+    async def review(
+        self,
+        task_id: str,
+        *,
+        accept: bool,
+        user: str,
+        duration_ms: int = 0,
+        submission: Submission | None = None,
+    ) -> Task:
+        """Accept (first output) or reject (second output) a task waiting in a Review stage."""
+        user = _required_text(user, "user")
+        duration_ms = _duration(duration_ms)
+        async with self.store.transaction() as conn:
+            task = await _load_task(conn, task_id)
+            project = await self._load_project(conn, task.project_id)
+            _expect_stage(project, task, {"Review"}, "reviewed")
+            annotations = task.annotations
+            if submission is not None:
+                _check_submission(project, submission)
+                annotations = submission.annotations()
+            output = 0 if accept else 1
+            moved = self._leave(project, task, user, duration_ms, annotations, output=output)
+            count = await self._write_moves(conn, project, [moved])
+        self._woken(count)
+        return moved.result
+
+    async def release(
+        self,
+        project_id: str,
+        stage_id: str,
+        *,
+        user: str,
+        task_ids: Sequence[str] | None = None,
+        batch: str | None = None,
+    ) -> list[str]:
+        """Release tasks held in a Hold stage (all, the given ones, or one batch's)."""
+        user = _required_text(user, "user")
+        async with self.store.transaction() as conn:
+            project = await self._load_project(conn, project_id)
+            stage = _stage(project, stage_id)
+            if stage.type != "Hold":
+                raise Invalid(f"stage {stage.name!r} is a {stage.type} stage, not a Hold stage")
+            query = _task_query(project_id, stage=stage_id, batch=batch, after=None)
+            if task_ids is not None:
+                query = query.where(tasks.c.id.in_(list(task_ids)))
+            held = await _with_batches(conn, (await conn.execute(query)).all())
+            moves = [self._leave(project, t, user, 0, t.annotations, output=0) for t in held]
+            count = await self._write_moves(conn, project, moves)
+        self._woken(count)
+        return [m.task.id for m in moves]
+
+    async def requeue(self, task_id: str, stage_id: str, *, user: str) -> Task:
+        """Put a task into any stage, as a manager does to send work back."""
+        user = _required_text(user, "user")
+        async with self.store.transaction() as conn:
+            task = await _load_task(conn, task_id)
+            project = await self._load_project(conn, task.project_id)
+            _stage(project, stage_id)
+            now = self.clock()
+            left = _history_entry(project, task, now, user, 0)
+            task = replace(task, stage_history=[*task.stage_history, left])
+            route = workflow.enter(project.workflow, stage_id, _facts(task))
+            moved = _Move(task, route, new=False, now=now)
+            count = await self._write_moves(conn, project, [moved])
+        self._woken(count)
+        return moved.result
+
+    def _leave(
+        self,
+        project: Project,
+        task: Task,
+        user: str,
+        duration_ms: int,
+        annotations: dict[str, Any],
+        *,
+        output: int,
+    ) -> _Move:
+        now = self.clock()
+        task = replace(
+            task,
+            annotations=annotations,
+            updated_at=now,
+            updated_by=user,
+            total_duration=task.total_duration + duration_ms,
+            work_stage_id=task.stage_id,
+        )
+        left = _history_entry(project, task, now, user, duration_ms)
+        task = replace(task, stage_history=[*task.stage_history, left])
+        route = workflow.advance(project.workflow, task.stage_id, _facts(task), output=output)
+        return _Move(task, route, new=False, now=now)
+
+    async def _write_moves(
+        self, conn: AsyncConnection, project: Project, moves: Sequence[_Move]
+    ) -> int:
+        """Write each task where its route ends and enqueue a delivery per Webhook entered."""
+        pending: list[outbox.NewDelivery] = []
+        for move in moves:
+            final, fired = _walk(project, move)
+            move.result = final
+            pending.extend(fired)
+            if move.new:
+                await _insert_task(conn, final)
+            else:
+                await _update_task(conn, final, expected_version=move.task.version)
+        if pending:
+            await outbox.enqueue(conn, pending)
+        return len(pending)
+
+    def _woken(self, count: int) -> None:
+        if count and self.on_enqueue is not None:
+            self.on_enqueue()
+
+    # -- export -----------------------------------------------------------------------------
+
+    async def export(
+        self,
+        project_id: str,
+        *,
+        stage: str | None = None,
+        batch: str | None = None,
+        updated_since: float | None = None,
+        page: int = 500,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every matching task in export format, read page by page (one short read each)."""
+        after: str | None = None
+        while True:
+            async with self.store.transaction() as conn:
+                project = await self._load_project(conn, project_id)
+                query = _task_query(project_id, stage=stage, batch=batch, after=after)
+                if updated_since is not None:
+                    query = query.where(tasks.c.updated_at >= updated_since)
+                rows = (await conn.execute(query.order_by(tasks.c.id).limit(page))).all()
+                found = await _with_batches(conn, rows)
+            for task in found:
+                yield payload.export_view(_snapshot(project, task))
+            if len(found) < page:
+                return
+            after = found[-1].id
+
+    def export_view(self, project: Project, task: Task) -> dict[str, Any]:
+        return payload.export_view(_snapshot(project, task))
+
+    # -- deliveries -------------------------------------------------------------------------
+
+    async def list_deliveries(
+        self,
+        project_id: str,
+        *,
+        stage_id: str | None = None,
+        task_id: str | None = None,
+        state: str | None = None,
+        before: float | None = None,
+        limit: int = 100,
+    ) -> list[outbox.DeliveryInfo]:
+        async with self.store.transaction() as conn:
+            await self._load_project(conn, project_id)
+            return await outbox.list_deliveries(
+                conn,
+                project_id=project_id,
+                stage_id=stage_id,
+                task_id=task_id,
+                state=state,
+                before=before,
+                limit=limit,
+            )
+
+    async def get_delivery(self, delivery_id: str) -> outbox.DeliveryDetail:
+        async with self.store.transaction() as conn:
+            found = await outbox.get_delivery(conn, delivery_id)
+        if found is None:
+            raise NotFound(f"delivery {delivery_id!r} not found")
+        return found
+
+    async def stage_log(self, project_id: str, stage_id: str, *, limit: int = 200) -> list[str]:
+        async with self.store.transaction() as conn:
+            project = await self._load_project(conn, project_id)
+            _webhook_stage(project, stage_id)
+            return await outbox.stage_log(conn, project_id, stage_id, limit)
+
+    async def redeliver(self, delivery_id: str) -> bool:
+        """Send one delivery again: same id, same bytes. False if it is still pending."""
+        async with self.store.transaction() as conn:
+            if await outbox.get_delivery(conn, delivery_id) is None:
+                raise NotFound(f"delivery {delivery_id!r} not found")
+            again = await outbox.redeliver(conn, delivery_id, now=self.clock())
+        self._woken(int(again))
+        return again
+
+    async def rerun_stage(
+        self,
+        project_id: str,
+        stage_id: str,
+        *,
+        only_failed: bool = False,
+        since: float | None = None,
+    ) -> int:
+        """Fire a Webhook stage again for the tasks that passed it (Ango's re-run webhook).
+
+        Each task's deliveries there are sent again with their ids and bytes, so a receiver
+        that deduplicates sees a repeat, and running it twice queues nothing twice.
+        """
+        async with self.store.transaction() as conn:
+            project = await self._load_project(conn, project_id)
+            _webhook_stage(project, stage_id)
+            count = await outbox.redeliver_stage(
+                conn,
+                project_id=project_id,
+                stage_id=stage_id,
+                only_failed=only_failed,
+                since=since,
+                now=self.clock(),
+            )
+        self._woken(count)
+        return count
+
+    # -- API keys ---------------------------------------------------------------------------
+
+    async def create_key(
+        self, name: str, role: str = "admin", *, expires_at: float | None = None
+    ) -> tuple[ApiKey, str]:
+        """A new key and its secret value, which is shown this once and stored as a hash."""
+        name = _required_text(name, "name")
+        if role not in ROLES:
+            raise Invalid(f"role: expected one of {', '.join(ROLES)}, got {role!r}")
+        now = self.clock()
+        key = ApiKey(new_id(now), name, role, now, expires_at, None)
+        value = f"hs_{secrets.token_urlsafe(32)}"
+        async with self.store.transaction() as conn:
+            await conn.execute(
+                api_keys.insert().values(
+                    id=key.id,
+                    name=name,
+                    key_hash=_key_hash(value),
+                    role=role,
+                    created_at=now,
+                    expires_at=expires_at,
+                )
+            )
+        return key, value
+
+    async def list_keys(self) -> list[ApiKey]:
+        async with self.store.transaction() as conn:
+            rows = (await conn.execute(api_keys.select().order_by(api_keys.c.created_at))).all()
+        return [_key_from_row(row._mapping) for row in rows]
+
+    async def revoke_key(self, key_id: str) -> None:
+        async with self.store.transaction() as conn:
+            done = await conn.execute(
+                api_keys.update()
+                .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=self.clock())
+            )
+        if done.rowcount == 0:
+            raise NotFound(f"no active key with id {key_id!r}")
+
+    async def authenticate(self, value: str) -> ApiKey | None:
+        """The key for a presented secret value, if it is known, not revoked, not expired."""
+        now = self.clock()
+        async with self.store.transaction() as conn:
+            row = (
+                await conn.execute(api_keys.select().where(api_keys.c.key_hash == _key_hash(value)))
+            ).one_or_none()
+        if row is None:
+            return None
+        key = _key_from_row(row._mapping)
+        if key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now):
+            return None
+        return key
+
+
+# -- moves ------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Move:
+    """A task about to leave its stage along `route`; `result` is the task once written."""
+
+    task: Task
+    route: workflow.Route
+    new: bool
+    now: float
+    result: Task = field(init=False)
+
+
+def _walk(project: Project, move: _Move) -> tuple[Task, list[outbox.NewDelivery]]:
+    task = move.task
+    fired: list[outbox.NewDelivery] = []
+    for stage_id in move.route.entered:
+        stage = project.workflow.stages[stage_id]
+        if stage.type == "Webhook":
+            fired.append(_delivery(project, task, stage, move.now))
+        if stage_id != move.route.final:
+            passed = _history_entry(project, replace(task, stage_id=stage_id), move.now, None, 0)
+            task = replace(task, stage_history=[*task.stage_history, passed])
+    final = replace(
+        task,
+        stage_id=move.route.final,
+        entered_at=move.now,
+        version=task.version + 1,
+    )
+    return final, fired
+
+
+def _delivery(
+    project: Project, task: Task, stage: workflow.Stage, now: float
+) -> outbox.NewDelivery:
+    settings = stage.settings
+    assert isinstance(settings, workflow.WebhookSettings)
+    view = payload.webhook_view(
+        _snapshot(project, task),
+        format=settings.format,
+        webhook_stage_id=stage.id,
+        webhook_stage_name=stage.name,
+    )
+    return outbox.NewDelivery(
+        id=f"dlv_{new_id(now)}",
+        project_id=project.id,
+        stage_id=stage.id,
+        task_id=task.id,
+        external_id=task.external_id,
+        body=payload.render(view),
+        due_at=now,
+        created_at=now,
+    )
+
+
+def _history_entry(
+    project: Project, task: Task, now: float, user: str | None, duration_ms: int
+) -> dict[str, Any]:
+    stage = project.workflow.stages.get(task.stage_id)
+    entry: dict[str, Any] = {
+        "stage": stage.name if stage is not None else task.stage_id,
+        "stageId": task.stage_id,
+        "duration": duration_ms,
+        "completedAt": timestamp(now),
+    }
+    if user is not None:
+        entry["completedBy"] = user
+    annotations = task.annotations
+    entry["tools"] = annotations.get("tools", [])
+    entry["classifications"] = annotations.get("classifications", [])
+    entry["relations"] = annotations.get("relations", [])
+    entry["brushDataUrl"] = annotations.get("brushDataUrl")
+    return entry
+
+
+def _snapshot(project: Project, task: Task) -> payload.Snapshot:
+    work = project.workflow.stages.get(task.work_stage_id)
+    annotations = task.annotations
+    return payload.Snapshot(
+        project_id=project.id,
+        category_schema=schema.to_json(project.category_schema),
+        asset_url=task.data_url,
+        asset_id=task.asset_id,
+        dataset=task.dataset,
+        external_id=task.external_id,
+        metadata=task.asset_metadata,
+        context_data=task.context_data,
+        batches=task.batches,
+        task_id=task.id,
+        stage_id=task.work_stage_id,
+        stage_name=work.name if work is not None else task.work_stage_id,
+        updated_at=timestamp(task.updated_at),
+        duration=task.stage_history[-1]["duration"] if task.stage_history else 0,
+        updated_by=task.updated_by,
+        total_duration=task.total_duration,
+        tools=annotations.get("tools", []),
+        classifications=annotations.get("classifications", []),
+        relations=annotations.get("relations", []),
+        brush_data_url=annotations.get("brushDataUrl"),
+        medical_brush_data_url=annotations.get("medicalBrushDataUrl"),
+        stage_history=task.stage_history,
+    )
+
+
+def _facts(task: Task) -> workflow.TaskFacts:
+    annotations = task.annotations
+    return workflow.TaskFacts(
+        task_id=task.id,
+        schema_ids=frozenset(
+            _schema_ids(annotations.get("tools", []))
+            | _schema_ids(annotations.get("classifications", []))
+        ),
+        annotator=task.updated_by,
+        batches=frozenset(name for _, name in task.batches),
+    )
+
+
+def _schema_ids(items: Iterable[Any]) -> set[str]:
+    found: set[str] = set()
+    for item in items:
+        if isinstance(item, dict):
+            if isinstance(item.get("schemaId"), str):
+                found.add(item["schemaId"])
+            found |= _schema_ids(item.get("classifications") or [])
+    return found
+
+
+# -- input ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Asset:
+    index: int
+    external_id: str
+    data_url: str
+    dataset: list[Any]
+    metadata: dict[str, Any]
+    batches: list[str]
+    context_data: dict[str, Any] | None
+
+
+def _parse_assets(items: Sequence[Any]) -> list[_Asset]:
+    if not isinstance(items, Sequence) or isinstance(items, str | bytes):
+        raise Invalid("assets: expected a list of objects")
+    problems: list[tuple[str, str]] = []
+    assets = [a for i, item in enumerate(items) if (a := _parse_asset(i, item, problems))]
+    seen: dict[str, int] = {}
+    for asset in assets:
+        if asset.external_id in seen:
+            problems.append(
+                (f"[{asset.index}].externalId", f"duplicate of [{seen[asset.external_id]}]")
+            )
+        seen.setdefault(asset.external_id, asset.index)
+    if problems:
+        raise Invalid(_summary("asset", problems), problems)
+    return assets
+
+
+def _parse_asset(index: int, item: Any, problems: list[tuple[str, str]]) -> _Asset | None:
+    where = f"[{index}]"
+    if not isinstance(item, dict):
+        problems.append((where, "expected an object"))
+        return None
+    before = len(problems)
+    external_id: str = _field(item, "externalId", str, where, problems, required=True)
+    data_url: Any = item.get("data", item.get("asset"))
+    if not isinstance(data_url, str) or not data_url:
+        problems.append((f"{where}.data", "expected the asset's URL (a non-empty string)"))
+    batch_names = _field(item, "batches", list, where, problems) or []
+    if not all(isinstance(b, str) and b for b in batch_names):
+        problems.append((f"{where}.batches", "expected a list of batch names"))
+    context = _field(item, "contextData", dict, where, problems)
+    metadata = _field(item, "metadata", dict, where, problems) or {}
+    dataset = _field(item, "dataset", list, where, problems) or []
+    if len(problems) > before:
+        return None
+    return _Asset(index, external_id, data_url, dataset, metadata, batch_names, context)
+
+
+def _field(
+    item: dict[str, Any],
+    key: str,
+    kind: type,
+    where: str,
+    problems: list[tuple[str, str]],
+    *,
+    required: bool = False,
+) -> Any:
+    value = item.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, kind) or (kind is str and not value):
+        expected = _EXPECTED.get(kind, kind.__name__)
+        problems.append((f"{where}.{key}", f"expected {expected}"))
+        return None
+    return value
+
+
+_EXPECTED: dict[type, str] = {str: "a non-empty string", list: "a list", dict: "an object"}
+
+
+def _summary(what: str, problems: Sequence[tuple[str, str]]) -> str:
+    first = "; ".join(f"{path}: {message}" for path, message in problems[:3])
+    more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+    return f"invalid {what}: {first}{more}"
+
+
+def _required_text(value: Any, name: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise Invalid(f"{name}: expected a non-empty string")
+    return value.strip()
+
+
+def _duration(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise Invalid("duration: expected a whole number of milliseconds, 0 or more")
+    return value
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _parse_schema(value: Any) -> schema.CategorySchema:
+    try:
+        return schema.parse_schema(value)
+    except schema.SchemaError as exc:
+        raise Invalid(f"categorySchema: {exc}", _prefixed("categorySchema", exc.problems)) from exc
+
+
+def _parse_workflow(value: Any, schema_ids: frozenset[str]) -> workflow.Workflow:
+    try:
+        return workflow.parse(value, schema_ids=schema_ids)
+    except workflow.WorkflowError as exc:
+        raise Invalid(f"workflow: {exc}", [(p.where, p.message) for p in exc.problems]) from exc
+
+
+def _prefixed(prefix: str, problems: Iterable[Any]) -> list[tuple[str, str]]:
+    return [(f"{prefix}.{p.path}", p.message) for p in problems]
+
+
+def _check_submission(project: Project, submission: Submission) -> None:
+    problems = schema.check_annotations(
+        project.category_schema,
+        submission.tools,
+        submission.classifications,
+        submission.relations,
+    )
+    if problems:
+        found = [(p.path, p.message) for p in problems]
+        raise Invalid(_summary("annotations", found), found)
+
+
+def _stage(project: Project, stage_id: str) -> workflow.Stage:
+    stage = project.workflow.stages.get(stage_id)
+    if stage is None:
+        known = ", ".join(repr(s) for s in project.workflow.stages)
+        raise NotFound(f"stage {stage_id!r} is not in the workflow (stages: {known})")
+    return stage
+
+
+def _webhook_stage(project: Project, stage_id: str) -> workflow.Stage:
+    stage = _stage(project, stage_id)
+    if stage.type != "Webhook":
+        raise Invalid(f"stage {stage.name!r} is a {stage.type} stage, not a Webhook stage")
+    return stage
+
+
+def _expect_stage(project: Project, task: Task, types: set[str], verb: str) -> None:
+    stage = project.workflow.stages[task.stage_id]
+    if stage.type not in types:
+        wanted = " or ".join(sorted(types))
+        raise Conflict(
+            f"task {task.id} is in stage {stage.name!r} ({stage.type}): only a task in a"
+            f" {wanted} stage can be {verb}"
+        )
+
+
+def _key_hash(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _key_from_row(row: sa.RowMapping) -> ApiKey:
+    return ApiKey(
+        row["id"], row["name"], row["role"], row["created_at"], row["expires_at"], row["revoked_at"]
+    )
+
+
+# -- queries ----------------------------------------------------------------------------------
+
+
+def _task_query(
+    project_id: str, *, stage: str | None, batch: str | None, after: str | None
+) -> sa.Select[Any]:
+    query = sa.select(tasks).where(tasks.c.project_id == project_id)
+    if stage is not None:
+        query = query.where(tasks.c.stage_id == stage)
+    if batch is not None:
+        in_batch = (
+            sa.select(task_batches.c.task_id)
+            .join(batches, batches.c.id == task_batches.c.batch_id)
+            .where(batches.c.project_id == project_id, batches.c.name == batch)
+        )
+        query = query.where(tasks.c.id.in_(in_batch))
+    if after is not None:
+        query = query.where(tasks.c.id > after)
+    return query
+
+
+async def _with_batches(conn: AsyncConnection, rows: Sequence[sa.Row[Any]]) -> list[Task]:
+    if not rows:
+        return []
+    ids = [row.id for row in rows]
+    links = await conn.execute(
+        sa.select(task_batches.c.task_id, batches.c.id, batches.c.name)
+        .join(batches, batches.c.id == task_batches.c.batch_id)
+        .where(task_batches.c.task_id.in_(ids))
+        .order_by(task_batches.c.task_id, task_batches.c.position)
+    )
+    by_task: dict[str, list[tuple[str, str]]] = {}
+    for task_id, batch_id, name in links.all():
+        by_task.setdefault(task_id, []).append((batch_id, name))
+    return [Task(**row._mapping, batches=by_task.get(row.id, [])) for row in rows]
+
+
+async def _load_task(conn: AsyncConnection, task_id: str) -> Task:
+    rows = (await conn.execute(tasks.select().where(tasks.c.id == _text(task_id)))).all()
+    if not rows:
+        raise NotFound(f"task {task_id!r} not found")
+    return (await _with_batches(conn, rows))[0]
+
+
+def _task_values(task: Task) -> dict[str, Any]:
+    return {
+        "stage_id": task.stage_id,
+        "work_stage_id": task.work_stage_id,
+        "annotations": task.annotations,
+        "stage_history": task.stage_history,
+        "updated_at": task.updated_at,
+        "updated_by": task.updated_by,
+        "total_duration": task.total_duration,
+        "entered_at": task.entered_at,
+        "version": task.version,
+    }
+
+
+async def _insert_task(conn: AsyncConnection, task: Task) -> None:
+    await conn.execute(
+        tasks.insert().values(
+            id=task.id,
+            asset_id=task.asset_id,
+            project_id=task.project_id,
+            external_id=task.external_id,
+            data_url=task.data_url,
+            dataset=task.dataset,
+            asset_metadata=task.asset_metadata,
+            context_data=task.context_data,
+            created_at=task.created_at,
+            **_task_values(task),
+        )
+    )
+    if task.batches:
+        await conn.execute(
+            task_batches.insert(),
+            [
+                {"task_id": task.id, "batch_id": batch_id, "position": i}
+                for i, (batch_id, _) in enumerate(task.batches)
+            ],
+        )
+
+
+async def _update_task(conn: AsyncConnection, task: Task, *, expected_version: int) -> None:
+    done = await conn.execute(
+        tasks.update()
+        .where(tasks.c.id == task.id, tasks.c.version == expected_version)
+        .values(**_task_values(task))
+    )
+    if done.rowcount != 1:
+        raise Conflict(f"task {task.id} was changed by someone else meanwhile: read it again")
+
+
+async def _existing_external_ids(
+    conn: AsyncConnection, project_id: str, external_ids: Sequence[str]
+) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(external_ids), 500):
+        chunk = external_ids[start : start + 500]
+        rows = await conn.execute(
+            sa.select(tasks.c.external_id).where(
+                tasks.c.project_id == project_id, tasks.c.external_id.in_(chunk)
+            )
+        )
+        found.update(rows.scalars())
+    return found
+
+
+async def _ensure_batches(
+    conn: AsyncConnection, project_id: str, assets: Sequence[_Asset], now: float
+) -> dict[str, str]:
+    names = sorted({name for asset in assets for name in asset.batches})
+    if not names:
+        return {}
+    rows = await conn.execute(
+        sa.select(batches.c.name, batches.c.id).where(
+            batches.c.project_id == project_id, batches.c.name.in_(names)
+        )
+    )
+    known: dict[str, str] = {name: batch_id for name, batch_id in rows.all()}
+    missing = [
+        {"id": new_id(now), "project_id": project_id, "name": n} for n in names if n not in known
+    ]
+    if missing:
+        await conn.execute(batches.insert(), missing)
+        known.update({row["name"]: row["id"] for row in missing})
+    return known
+
+
+async def _check_tasks_still_placed(
+    conn: AsyncConnection, project_id: str, new: workflow.Workflow
+) -> None:
+    """A workflow may not drop a stage that still holds tasks: they would be stranded."""
+    rows = await conn.execute(
+        sa.select(tasks.c.stage_id, sa.func.count())
+        .where(tasks.c.project_id == project_id)
+        .group_by(tasks.c.stage_id)
+    )
+    stranded = {stage: n for stage, n in rows.all() if stage not in new.stages}
+    if stranded:
+        listed = ", ".join(f"{stage!r} ({n} tasks)" for stage, n in sorted(stranded.items()))
+        raise Conflict(
+            f"the new workflow drops stages that still hold tasks: {listed};"
+            " requeue those tasks first"
+        )

@@ -1,0 +1,509 @@
+"""The outbox: deliveries and their attempts. Plain async functions over one connection, so
+each runs inside the caller's transaction (enqueue commits with the task's move).
+
+Leases: ``claim`` pushes ``due_at`` to the lease expiry and counts the attempt, so an
+expired lease makes the delivery due again with no extra condition, and a lease is
+identified by (worker, attempt number): ``record`` and ``release`` only move a delivery
+still held by that very claim, so a late result cannot undo a newer one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from hookstage.retry import Decision, Verdict
+from hookstage.store.tables import attempts, deliveries
+
+__all__ = [
+    "MAX_STORED_RESPONSE",
+    "STATES",
+    "AttemptInfo",
+    "AttemptResult",
+    "Claimed",
+    "DeliveryDetail",
+    "DeliveryInfo",
+    "Lease",
+    "NewDelivery",
+    "claim",
+    "counts",
+    "enqueue",
+    "get_delivery",
+    "list_deliveries",
+    "next_due_at",
+    "record",
+    "redeliver",
+    "redeliver_stage",
+    "release",
+    "stage_log",
+]
+
+PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
+STATES = (PENDING, DELIVERED, FAILED)
+MAX_STORED_RESPONSE = 64 * 1024
+
+_FINAL_STATE = {Verdict.DELIVERED: DELIVERED, Verdict.GIVE_UP: FAILED, Verdict.RETRY: PENDING}
+
+
+@dataclass(frozen=True)
+class NewDelivery:
+    id: str
+    project_id: str
+    stage_id: str
+    task_id: str
+    external_id: str
+    body: bytes
+    due_at: float
+    created_at: float
+
+
+@dataclass(frozen=True)
+class Lease:
+    """One claim of one delivery: the worker and the attempt number it claimed."""
+
+    delivery_id: str
+    worker: str
+    number: int
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A delivery claimed for one attempt (``attempt`` is its 1-based number)."""
+
+    id: str
+    project_id: str
+    stage_id: str
+    task_id: str
+    external_id: str
+    body: bytes
+    attempt: int
+    lease_until: float
+    worker: str
+
+    @property
+    def lease(self) -> Lease:
+        return Lease(self.id, self.worker, self.attempt)
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    """How one claimed attempt ended, and what the retry policy made of it."""
+
+    lease: Lease
+    started_at: float
+    duration_ms: float
+    status_code: int | None
+    error_class: str | None
+    error: str | None
+    response_headers: Mapping[str, str] | None
+    response_body: bytes | None
+    decision: Decision
+
+
+@dataclass(frozen=True)
+class DeliveryInfo:
+    id: str
+    project_id: str
+    stage_id: str
+    task_id: str
+    external_id: str
+    state: str
+    attempts: int
+    due_at: float
+    created_at: float
+    finished_at: float | None
+    last_status: int | None
+    last_error: str | None
+    leased_by: str | None
+    lease_until: float | None
+    redelivery_of: str | None
+    size: int
+
+
+@dataclass(frozen=True)
+class AttemptInfo:
+    number: int
+    started_at: float
+    duration_ms: float
+    status_code: int | None
+    error_class: str | None
+    error: str | None
+    response_headers: dict[str, str] | None
+    response_body: bytes | None
+
+
+@dataclass(frozen=True)
+class DeliveryDetail(DeliveryInfo):
+    """A delivery with its exact body and its attempts, oldest first."""
+
+    body: bytes
+    attempt_log: tuple[AttemptInfo, ...]
+
+
+_INFO_COLUMNS = (
+    deliveries.c.id,
+    deliveries.c.project_id,
+    deliveries.c.stage_id,
+    deliveries.c.task_id,
+    deliveries.c.external_id,
+    deliveries.c.state,
+    deliveries.c.attempts,
+    deliveries.c.due_at,
+    deliveries.c.created_at,
+    deliveries.c.finished_at,
+    deliveries.c.last_status,
+    deliveries.c.last_error,
+    deliveries.c.leased_by,
+    deliveries.c.lease_until,
+    deliveries.c.redelivery_of,
+    sa.func.length(deliveries.c.body).label("size"),
+)
+
+
+# -- writing -----------------------------------------------------------------------------------
+
+
+async def enqueue(conn: AsyncConnection, items: Sequence[NewDelivery]) -> None:
+    """Add deliveries, pending, no attempt yet (in the transaction that moved their tasks)."""
+    if not items:
+        return
+    await conn.execute(
+        deliveries.insert(),
+        [
+            {
+                "id": item.id,
+                "project_id": item.project_id,
+                "stage_id": item.stage_id,
+                "task_id": item.task_id,
+                "external_id": item.external_id,
+                "body": bytes(item.body),
+                "state": PENDING,
+                "attempts": 0,
+                "due_at": item.due_at,
+                "created_at": item.created_at,
+            }
+            for item in items
+        ],
+    )
+
+
+async def claim(
+    conn: AsyncConnection,
+    *,
+    now: float,
+    lease_seconds: float,
+    worker: str,
+    limit: int,
+    dialect: str,
+    exclude: Collection[tuple[str, str]] = (),
+) -> list[Claimed]:
+    """Lease up to ``limit`` due deliveries, oldest due first, in one statement.
+
+    A delivery waits while an earlier one of the same task to the same stage is pending,
+    so a receiver sees a task's deliveries in order. ``exclude`` skips (project, stage)
+    pairs, for endpoints the caller has no room for.
+    """
+    until = now + lease_seconds
+    due = (
+        sa.select(deliveries.c.id)
+        .where(deliveries.c.state == PENDING, deliveries.c.due_at <= now, _first_in_line())
+        .order_by(deliveries.c.due_at)
+        .limit(limit)
+    )
+    if exclude:
+        pair = sa.tuple_(deliveries.c.project_id, deliveries.c.stage_id)
+        due = due.where(pair.not_in(list(exclude)))
+    if dialect == "postgresql":
+        due = due.with_for_update(skip_locked=True)
+    statement = (
+        deliveries.update()
+        .where(deliveries.c.id.in_(due.scalar_subquery()))
+        .values(
+            due_at=until,
+            lease_until=until,
+            leased_by=worker,
+            attempts=deliveries.c.attempts + 1,
+        )
+        .returning(
+            deliveries.c.id,
+            deliveries.c.project_id,
+            deliveries.c.stage_id,
+            deliveries.c.task_id,
+            deliveries.c.external_id,
+            deliveries.c.body,
+            deliveries.c.attempts,
+        )
+    )
+    rows = (await conn.execute(statement)).all()
+    return [
+        Claimed(
+            id=row.id,
+            project_id=row.project_id,
+            stage_id=row.stage_id,
+            task_id=row.task_id,
+            external_id=row.external_id,
+            body=bytes(row.body),
+            attempt=row.attempts,
+            lease_until=until,
+            worker=worker,
+        )
+        for row in rows
+    ]
+
+
+def _first_in_line() -> sa.ColumnElement[bool]:
+    earlier = deliveries.alias("earlier")
+    return ~sa.exists().where(
+        earlier.c.task_id == deliveries.c.task_id,
+        earlier.c.stage_id == deliveries.c.stage_id,
+        earlier.c.state == PENDING,
+        sa.or_(
+            earlier.c.created_at < deliveries.c.created_at,
+            sa.and_(
+                earlier.c.created_at == deliveries.c.created_at,
+                earlier.c.id < deliveries.c.id,
+            ),
+        ),
+    )
+
+
+def _held() -> sa.ColumnElement[bool]:
+    # Bound per row of an executemany; "b_" because SQLAlchemy reserves the column names.
+    return sa.and_(
+        deliveries.c.id == sa.bindparam("b_id"),
+        deliveries.c.leased_by == sa.bindparam("b_worker"),
+        deliveries.c.attempts == sa.bindparam("b_number"),
+        deliveries.c.state == PENDING,
+    )
+
+
+async def record(conn: AsyncConnection, results: Sequence[AttemptResult]) -> None:
+    """Store a group of attempts and move each delivery its lease still holds.
+
+    Every attempt is kept; a result whose lease was lost (expired and claimed again) does
+    not change the delivery.
+    """
+    if not results:
+        return
+    await conn.execute(attempts.insert(), [_attempt_row(result) for result in results])
+    statement = (
+        deliveries.update()
+        .where(_held())
+        .values(
+            state=sa.bindparam("b_state"),
+            due_at=sa.bindparam("b_due_at"),
+            finished_at=sa.bindparam("b_finished_at"),
+            last_status=sa.bindparam("b_status"),
+            last_error=sa.bindparam("b_error"),
+            lease_until=None,
+            leased_by=None,
+        )
+    )
+    await conn.execute(statement, [_delivery_change(result) for result in results])
+
+
+def _attempt_row(result: AttemptResult) -> dict[str, Any]:
+    body = result.response_body
+    return {
+        "delivery_id": result.lease.delivery_id,
+        "number": result.lease.number,
+        "started_at": result.started_at,
+        "duration_ms": result.duration_ms,
+        "status_code": result.status_code,
+        "error_class": result.error_class,
+        "error": result.error,
+        "response_headers": None
+        if result.response_headers is None
+        else dict(result.response_headers),
+        "response_body": None if body is None else bytes(body[:MAX_STORED_RESPONSE]),
+    }
+
+
+def _delivery_change(result: AttemptResult) -> dict[str, Any]:
+    decision = result.decision
+    ended = result.started_at + result.duration_ms / 1000
+    retrying = decision.verdict is Verdict.RETRY
+    return {
+        "b_id": result.lease.delivery_id,
+        "b_worker": result.lease.worker,
+        "b_number": result.lease.number,
+        "b_state": _FINAL_STATE[decision.verdict],
+        # A finished delivery is never due again; keep due_at where the lease put it.
+        "b_due_at": decision.retry_at if retrying else ended,
+        "b_finished_at": None if retrying else ended,
+        "b_status": result.status_code,
+        "b_error": _error_text(result),
+    }
+
+
+def _error_text(result: AttemptResult) -> str | None:
+    if result.error_class is None:
+        return None
+    return f"{result.error_class}: {result.error}" if result.error else result.error_class
+
+
+async def release(conn: AsyncConnection, leases: Sequence[Lease], *, now: float) -> int:
+    """Give back claims that were never attempted: due at ``now``, the attempt uncounted.
+
+    Returns how many were still held (the others had expired and moved on).
+    """
+    if not leases:
+        return 0
+    statement = (
+        deliveries.update()
+        .where(_held())
+        .values(
+            due_at=now,
+            lease_until=None,
+            leased_by=None,
+            attempts=deliveries.c.attempts - 1,
+        )
+    )
+    rows = [{"b_id": x.delivery_id, "b_worker": x.worker, "b_number": x.number} for x in leases]
+    result = await conn.execute(statement, rows)
+    return max(result.rowcount, 0)
+
+
+async def redeliver(conn: AsyncConnection, delivery_id: str, *, now: float) -> bool:
+    """Send a finished delivery again (same id, same bytes), due now, with a fresh retry
+    schedule. False, and nothing changes, if it is still pending (or unknown)."""
+    statement = _again().where(deliveries.c.id == delivery_id).values(due_at=now)
+    return (await conn.execute(statement)).rowcount == 1
+
+
+async def redeliver_stage(
+    conn: AsyncConnection,
+    *,
+    project_id: str,
+    stage_id: str,
+    now: float,
+    only_failed: bool = False,
+    since: float | None = None,
+) -> int:
+    """Send a stage's finished deliveries again (all, or the failed ones, created at or
+    after ``since``); pending ones are left alone, so repeating it queues nothing twice."""
+    statement = _again(only_failed=only_failed).where(
+        deliveries.c.project_id == project_id, deliveries.c.stage_id == stage_id
+    )
+    if since is not None:
+        statement = statement.where(deliveries.c.created_at >= since)
+    return (await conn.execute(statement.values(due_at=now))).rowcount
+
+
+def _again(*, only_failed: bool = False) -> sa.Update:
+    finished = [FAILED] if only_failed else [DELIVERED, FAILED]
+    # attempts restarts at 0 so the retry schedule starts over; old attempt rows stay.
+    return (
+        deliveries.update()
+        .where(deliveries.c.state.in_(finished))
+        .values(state=PENDING, attempts=0, finished_at=None, lease_until=None, leased_by=None)
+    )
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+
+async def next_due_at(conn: AsyncConnection) -> float | None:
+    """When the earliest pending delivery (or lease expiry) is due; None if none pends."""
+    statement = sa.select(sa.func.min(deliveries.c.due_at)).where(deliveries.c.state == PENDING)
+    value = (await conn.execute(statement)).scalar_one_or_none()
+    return None if value is None else float(value)
+
+
+async def list_deliveries(
+    conn: AsyncConnection,
+    *,
+    project_id: str,
+    stage_id: str | None = None,
+    task_id: str | None = None,
+    state: str | None = None,
+    limit: int = 100,
+    before: float | None = None,
+) -> list[DeliveryInfo]:
+    """A project's deliveries, newest first; ``before`` pages on ``created_at``."""
+    if state is not None and state not in STATES:
+        raise ValueError(f"state: expected one of {', '.join(STATES)}, got {state!r}")
+    if limit < 1:
+        raise ValueError(f"limit: expected a positive number, got {limit}")
+    query = sa.select(*_INFO_COLUMNS).where(deliveries.c.project_id == project_id)
+    for column, value in (
+        (deliveries.c.stage_id, stage_id),
+        (deliveries.c.task_id, task_id),
+        (deliveries.c.state, state),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    if before is not None:
+        query = query.where(deliveries.c.created_at < before)
+    query = query.order_by(deliveries.c.created_at.desc(), deliveries.c.id.desc()).limit(limit)
+    return [DeliveryInfo(**row._mapping) for row in (await conn.execute(query)).all()]
+
+
+async def get_delivery(conn: AsyncConnection, delivery_id: str) -> DeliveryDetail | None:
+    """One delivery with its body and every attempt, or None."""
+    query = sa.select(*_INFO_COLUMNS, deliveries.c.body).where(deliveries.c.id == delivery_id)
+    row = (await conn.execute(query)).one_or_none()
+    if row is None:
+        return None
+    tried = await conn.execute(
+        sa.select(
+            attempts.c.number,
+            attempts.c.started_at,
+            attempts.c.duration_ms,
+            attempts.c.status_code,
+            attempts.c.error_class,
+            attempts.c.error,
+            attempts.c.response_headers,
+            attempts.c.response_body,
+        )
+        .where(attempts.c.delivery_id == delivery_id)
+        .order_by(attempts.c.started_at, attempts.c.id)
+    )
+    fields = dict(row._mapping)
+    fields["body"] = bytes(fields["body"])
+    log = tuple(AttemptInfo(**attempt._mapping) for attempt in tried.all())
+    return DeliveryDetail(**fields, attempt_log=log)
+
+
+async def stage_log(
+    conn: AsyncConnection, project_id: str, stage_id: str, limit: int = 200
+) -> list[str]:
+    """The stage's log, one line per attempt, newest first:
+    ``[2023-09-28T09:37:33.733Z][200] external_id`` or ``[...][error: timeout] external_id``."""
+    query = (
+        sa.select(
+            attempts.c.started_at,
+            attempts.c.status_code,
+            attempts.c.error_class,
+            deliveries.c.external_id,
+        )
+        .join(deliveries, deliveries.c.id == attempts.c.delivery_id)
+        .where(deliveries.c.project_id == project_id, deliveries.c.stage_id == stage_id)
+        .order_by(attempts.c.started_at.desc(), attempts.c.id.desc())
+        .limit(limit)
+    )
+    return [_log_line(*row) for row in (await conn.execute(query)).all()]
+
+
+def _log_line(started_at: float, status: int | None, error_class: str | None, name: str) -> str:
+    stamp = datetime.fromtimestamp(started_at, UTC).isoformat(timespec="milliseconds")
+    outcome = str(status) if error_class is None and status is not None else f"error: {error_class}"
+    return f"[{stamp.removesuffix('+00:00')}Z][{outcome}] {name}"
+
+
+async def counts(conn: AsyncConnection, project_id: str, stage_id: str) -> dict[str, int]:
+    """How many of the stage's deliveries are in each state (every state listed)."""
+    query = (
+        sa.select(deliveries.c.state, sa.func.count())
+        .where(deliveries.c.project_id == project_id, deliveries.c.stage_id == stage_id)
+        .group_by(deliveries.c.state)
+    )
+    found = dict.fromkeys(STATES, 0)
+    for state, number in (await conn.execute(query)).all():
+        found[state] = number
+    return found

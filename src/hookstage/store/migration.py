@@ -1,0 +1,31 @@
+"""Schema migrations (Alembic), run on start and by `hookstage migrate`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+__all__ = ["alembic_config", "upgrade"]
+
+_HERE = Path(__file__).parent
+
+
+def alembic_config(connection: sa.Connection | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(_HERE / "migrations"))
+    config.attributes["connection"] = connection
+    return config
+
+
+def _upgrade(connection: sa.Connection) -> None:
+    command.upgrade(alembic_config(connection), "head")
+
+
+async def upgrade(engine: AsyncEngine) -> None:
+    """Bring the database to the newest schema; a no-op when it is there already."""
+    async with engine.begin() as conn:
+        await conn.run_sync(_upgrade)
