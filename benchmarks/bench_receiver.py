@@ -1,8 +1,9 @@
 """How fast `hookstage listen` answers, against a bare aiohttp handler, in one run.
 
-Each server runs alone in its own process; the load comes from this process, with N
-keep-alive connections each posting the signed seed sample and waiting for the answer, for a
-fixed duration after a warm-up. Servers:
+Each server runs in its own process; the load comes from this process, with N keep-alive
+connections each posting the signed seed sample and waiting for the answer. The servers
+take turns: short bursts, round after round, so that whatever else the machine is doing
+weighs on each alike (after a short warm-up of each). Servers:
 
 - baseline: a minimal aiohttp handler that checks X-Hub-Signature (HMAC-SHA1) and says ok;
 - receiver: `hookstage listen --secret S --quiet`, requests kept in memory only;
@@ -15,7 +16,7 @@ Printed: requests/s, the ratio to the baseline with the same client, and the ser
 time per request. Processes are not pinned to cores: on this VM, pinning client and server
 to different cores halved every rate (cross-core wake-ups).
 
-    .venv/bin/python -m benchmarks.bench_receiver [--duration 3] [--concurrency 64]
+    .venv/bin/python -m benchmarks.bench_receiver [--rounds 4] [--burst 1] [--concurrency 64]
 """
 
 from __future__ import annotations
@@ -239,35 +240,42 @@ async def _ask(conn: Connection, message: str) -> Any:
     return await loop.run_in_executor(None, conn.recv)
 
 
-async def _measure(target: str, args: argparse.Namespace, workdir: Path) -> list[Result]:
-    """Start the server, load it with each client in turn, stop it (checking its store)."""
+@dataclass
+class Server:
+    """One server process, and what was sent to it."""
+
+    target: str
+    store: Path | None
+    process: multiprocessing.process.BaseProcess
+    conn: Connection
+    url: str = ""
+    sent: int = 0
+
+    async def load(self, client: str, seconds: float, args: argparse.Namespace) -> Result:
+        cpu_before = await _ask(self.conn, "cpu")
+        load = await _LOADS[client](self.url, SAMPLE.read_bytes(), args.concurrency, seconds)
+        cpu_after = await _ask(self.conn, "cpu")
+        self.sent += load.ok + load.failed
+        return Result(self.target, client, load, cpu_after - cpu_before)
+
+
+def _start(target: str, workdir: Path) -> Server:
     store = workdir / f"{target}.sqlite" if target.endswith("store") else None
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
     process = ctx.Process(target=_server_process, args=(target, store, child), daemon=True)
     process.start()
-    results: list[Result] = []
-    sent = 0
-    try:
-        loop = asyncio.get_running_loop()
-        url = await asyncio.wait_for(loop.run_in_executor(None, parent.recv), 30) + "/hook"
-        body = SAMPLE.read_bytes()
-        for client in CLIENTS:
-            load = _LOADS[client]
-            warm = await load(url, body, args.concurrency, args.warmup)
-            cpu_before = await _ask(parent, "cpu")
-            measured = await load(url, body, args.concurrency, args.duration)
-            cpu_after = await _ask(parent, "cpu")
-            results.append(Result(target, client, measured, cpu_after - cpu_before))
-            sent += warm.ok + warm.failed + measured.ok + measured.failed
-        await _ask(parent, "stop")
-    finally:
-        process.join(timeout=30)
-        if process.is_alive():
-            process.kill()
-    if store is not None and (stored := _count_rows(store)) != sent:
-        print(f"! {target}: {stored} rows stored for {sent} requests answered")
-    return results
+    return Server(target, store, process, parent)
+
+
+async def _stop(server: Server) -> None:
+    with contextlib.suppress(OSError, EOFError):
+        await asyncio.wait_for(_ask(server.conn, "stop"), 30)
+    server.process.join(timeout=30)
+    if server.process.is_alive():
+        server.process.kill()
+    if server.store is not None and (stored := _count_rows(server.store)) != server.sent:
+        print(f"! {server.target}: {stored} rows stored for {server.sent} requests answered")
 
 
 def _count_rows(store: Path) -> int:
@@ -276,11 +284,22 @@ def _count_rows(store: Path) -> int:
     return int(count)
 
 
+def _total(results: list[Result]) -> Result:
+    """The rounds of one server and client, added up."""
+    first = results[0]
+    load = Load(
+        sum(r.load.ok for r in results),
+        sum(r.load.failed for r in results),
+        sum(r.load.seconds for r in results),
+    )
+    return Result(first.target, first.client, load, sum(r.server_cpu for r in results))
+
+
 def _table(results: list[Result], args: argparse.Namespace) -> str:
     baseline = {r.client: r.rate for r in results if r.target == "baseline"}
     lines = [
-        f"bench_receiver: {args.concurrency} connections, {args.duration:g} s per server and "
-        f"client (after {args.warmup:g} s warm-up), body {SAMPLE.stat().st_size} B",
+        f"bench_receiver: {args.concurrency} connections, {args.rounds} rounds of "
+        f"{args.burst:g} s per server and client, body {SAMPLE.stat().st_size} B",
         f"{'server':<16}{'client':<9}{'requests/s':>12}{'vs baseline':>13}"
         f"{'server CPU/req':>16}{'failed':>8}",
     ]
@@ -293,15 +312,34 @@ def _table(results: list[Result], args: argparse.Namespace) -> str:
 
 
 async def _main(args: argparse.Namespace) -> None:
+    """All servers run at once; short bursts take turns, so background noise hits all alike."""
+    loop = asyncio.get_running_loop()
     with tempfile.TemporaryDirectory(prefix="bench-receiver-") as tmp:
-        results = [r for target in TARGETS for r in await _measure(target, args, Path(tmp))]
-    print(_table(results, args))
+        servers = [_start(target, Path(tmp)) for target in TARGETS]
+        try:
+            for server in servers:
+                ready = loop.run_in_executor(None, server.conn.recv)
+                server.url = await asyncio.wait_for(ready, 30) + "/hook"
+            for server in servers:
+                for client in CLIENTS:
+                    await server.load(client, args.warmup, args)
+            rounds: dict[tuple[str, str], list[Result]] = {}
+            for _ in range(args.rounds):
+                for server in servers:
+                    for client in CLIENTS:
+                        result = await server.load(client, args.burst, args)
+                        rounds.setdefault((server.target, client), []).append(result)
+        finally:
+            for server in servers:
+                await _stop(server)
+    print(_table([_total(r) for r in rounds.values()], args))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--duration", type=float, default=3.0, help="seconds of load per run")
-    parser.add_argument("--warmup", type=float, default=0.5, help="seconds of load before it")
+    parser.add_argument("--rounds", type=int, default=4, help="turns each server gets")
+    parser.add_argument("--burst", type=float, default=1.0, help="seconds of load per turn")
+    parser.add_argument("--warmup", type=float, default=0.3, help="seconds of load before")
     parser.add_argument("--concurrency", type=int, default=64, help="concurrent connections")
     _run(_main(parser.parse_args()))
 

@@ -6,15 +6,20 @@ import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
+import orjson
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from hookstage import __version__
+
+if TYPE_CHECKING:
+    from hookstage.client import Client
 
 __all__ = ["app", "main"]
 
@@ -33,6 +38,7 @@ console = Console()
 errors = Console(stderr=True)
 
 DEFAULT_DB = "hookstage.sqlite"
+DEFAULT_URL = "http://127.0.0.1:8080"
 DatabaseOption = Annotated[
     str,
     typer.Option(
@@ -114,7 +120,7 @@ def listen(
     ] = 300.0,
     seed: Annotated[int | None, typer.Option(help="Seed for --fail-rate.")] = None,
 ) -> None:
-    """Receive webhooks: verify each signature, show it, keep it (the seed's sample, done properly)."""
+    """Receive webhooks: verify each signature, show it, keep it (the seed's sample, done well)."""
     from hookstage import receiver
 
     try:
@@ -292,6 +298,237 @@ def _when(epoch: float) -> str:
     from hookstage.engine import timestamp
 
     return timestamp(epoch)
+
+
+# -- at a terminal, against a running server ---------------------------------------------------
+
+ProjectOption = Annotated[str, typer.Option("--project", "-p", help="Project id.")]
+
+
+def _call(work: Callable[[Client], Coroutine[Any, Any, T]], url: str, key: str) -> T:
+    """Run `work` with an API client; a refusal or an unreachable server ends the command."""
+    from hookstage.client import ApiError, Client
+
+    async def go() -> T:
+        async with Client(url, key) as api:
+            return await work(api)
+
+    try:
+        return run(go())
+    except ApiError as exc:
+        raise fail(str(exc)) from exc
+
+
+@app.command("projects")
+def projects_list(url: UrlOption = DEFAULT_URL, key: KeyOption = "") -> None:
+    """List projects."""
+    found = _call(lambda api: api.call("GET", "/api/projects"), url, key)
+    table = Table("id", "name", "created")
+    for project in found["projects"]:
+        table.add_row(project["id"], project["name"], project["createdAt"])
+    console.print(table)
+
+
+@app.command("create-project")
+def create_project(
+    name: Annotated[str, typer.Argument(help="The project's name.")],
+    schema: Annotated[Path, typer.Option(help="Category schema JSON file.")],
+    workflow: Annotated[Path, typer.Option(help="Workflow JSON file (a list of stages).")],
+    url: UrlOption = DEFAULT_URL,
+    key: KeyOption = "",
+) -> None:
+    """Create a project from a category schema and a workflow."""
+    body = (_json_file(schema), _json_file(workflow))
+    made = _call(lambda api: api.create_project(name, *body), url, key)
+    console.print(made["id"], highlight=False)
+
+
+@app.command("import")
+def import_assets(
+    file: Annotated[Path, typer.Argument(help="Assets: a JSON list or NDJSON.")],
+    project: ProjectOption,
+    skip_existing: Annotated[
+        bool, typer.Option(help="Import only assets not imported before (safe to repeat).")
+    ] = False,
+    chunk: Annotated[int, typer.Option(min=1, max=10_000, help="Assets per request.")] = 500,
+    url: UrlOption = DEFAULT_URL,
+    key: KeyOption = "",
+) -> None:
+    """Import assets: each gets a task at Start."""
+    assets = _assets_file(file)
+
+    async def work(api: Client) -> tuple[int, int]:
+        created = skipped = 0
+        with _bar() as bar:
+            job = bar.add_task("importing", total=len(assets))
+            for start in range(0, len(assets), chunk):
+                part = assets[start : start + chunk]
+                done = await api.import_assets(project, part, skip_existing=skip_existing)
+                created += done["created"]
+                skipped += len(done["skipped"])
+                bar.advance(job, len(part))
+        return created, skipped
+
+    created, skipped = _call(work, url, key)
+    console.print(f"imported {created} assets, skipped {skipped} already there")
+
+
+@app.command("export")
+def export(
+    project: ProjectOption,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File (default: stdout).")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="ndjson | json")] = "ndjson",
+    stage: Annotated[str | None, typer.Option(help="Only tasks in this stage.")] = None,
+    batch: Annotated[str | None, typer.Option(help="Only tasks in this batch.")] = None,
+    updated_since: Annotated[
+        str | None, typer.Option(help="Only tasks updated at or after this ISO-8601 time.")
+    ] = None,
+    url: UrlOption = DEFAULT_URL,
+    key: KeyOption = "",
+) -> None:
+    """Export tasks in Ango's export format."""
+    if fmt not in {"ndjson", "json"}:
+        raise fail("--format: expected ndjson or json", 2)
+    filters = {"stage": stage, "batch": batch, "updatedSince": updated_since}
+    params = {"format": "ndjson", **{k: v for k, v in filters.items() if v is not None}}
+    sink = sys.stdout.buffer if output is None else output.open("wb")
+
+    async def work(api: Client) -> int:
+        count = 0
+        with _bar(transient=output is None) as bar:
+            job = bar.add_task("exporting", total=None)
+            sink.write(b"[" if fmt == "json" else b"")
+            async for line in api.lines(f"/api/projects/{project}/export", params=params):
+                separator = (b"," if count else b"") if fmt == "json" else b""
+                sink.write(separator + line + (b"" if fmt == "json" else b"\n"))
+                count += 1
+                bar.advance(job)
+            sink.write(b"]\n" if fmt == "json" else b"")
+        return count
+
+    try:
+        count = _call(work, url, key)
+    finally:
+        if output is not None:
+            sink.close()
+    errors.print(f"exported {count} tasks")
+
+
+@app.command("task")
+def show_task(
+    task_id: Annotated[str, typer.Argument(help="Task id.")],
+    url: UrlOption = DEFAULT_URL,
+    key: KeyOption = "",
+) -> None:
+    """Show a task: where it is, its annotations and history, its deliveries."""
+
+    async def work(api: Client) -> tuple[Any, Any]:
+        task = await api.call("GET", f"/api/tasks/{task_id}")
+        sent = await api.call(
+            "GET", f"/api/projects/{task['projectId']}/deliveries", params={"task": task_id}
+        )
+        return task, sent
+
+    task, sent = _call(work, url, key)
+    stage = task["currentStage"]
+    console.print(
+        f"[bold]{task['externalId']}[/] task {task['task']['taskId']}"
+        f" in [bold]{stage['name']}[/] ({stage['type']}) since {stage['enteredAt']}",
+        highlight=False,
+    )
+    console.print_json(data=task["task"])
+    _deliveries_table(sent["deliveries"])
+
+
+@app.command("deliveries")
+def deliveries(
+    project: ProjectOption,
+    stage: Annotated[str | None, typer.Option(help="A Webhook stage id or name.")] = None,
+    state: Annotated[str | None, typer.Option(help="pending | delivered | failed")] = None,
+    task: Annotated[str | None, typer.Option(help="A task id.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    url: UrlOption = DEFAULT_URL,
+    key: KeyOption = "",
+) -> None:
+    """List deliveries, newest first."""
+    filters = {"stage": stage, "state": state, "task": task, "limit": str(limit)}
+    params = {k: v for k, v in filters.items() if v is not None}
+    path = f"/api/projects/{project}/deliveries"
+    found = _call(lambda api: api.call("GET", path, params=params), url, key)
+    _deliveries_table(found["deliveries"])
+
+
+@app.command("redeliver")
+def redeliver(
+    delivery_id: Annotated[str, typer.Argument(help="Delivery id.")],
+    url: UrlOption = DEFAULT_URL,
+    key: KeyOption = "",
+) -> None:
+    """Send one delivery again: the same id and the same bytes."""
+    path = f"/api/deliveries/{delivery_id}/redeliver"
+    done = _call(lambda api: api.call("POST", path), url, key)
+    console.print("queued" if done.get("queued") else "still pending: it will be sent anyway")
+
+
+@app.command("rerun")
+def rerun(
+    project: ProjectOption,
+    stage: Annotated[str, typer.Option(help="The Webhook stage id.")],
+    only_failed: Annotated[bool, typer.Option(help="Only the failed deliveries.")] = False,
+    url: UrlOption = DEFAULT_URL,
+    key: KeyOption = "",
+) -> None:
+    """Fire a Webhook stage again for every task that passed it (safe to repeat)."""
+    path = f"/api/projects/{project}/stages/{stage}/rerun"
+    done = _call(lambda api: api.call("POST", path, json={"onlyFailed": only_failed}), url, key)
+    console.print(f"queued {done['queued']} deliveries")
+
+
+def _deliveries_table(rows: list[dict[str, Any]]) -> None:
+    table = Table("id", "stage", "externalId", "state", "attempts", "last", "created")
+    for d in rows:
+        last = str(d["lastStatus"] or d["lastError"] or "-")
+        table.add_row(
+            d["id"],
+            d["stageId"],
+            d["externalId"],
+            d["state"],
+            str(d["attempts"]),
+            last,
+            d["createdAt"],
+        )
+    console.print(table)
+
+
+def _bar(*, transient: bool = False) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=errors,
+        transient=transient,
+    )
+
+
+def _json_file(path: Path) -> Any:
+    try:
+        return orjson.loads(_read(path))
+    except orjson.JSONDecodeError as exc:
+        raise fail(f"{path}: not valid JSON ({exc})", 2) from exc
+
+
+def _assets_file(path: Path) -> list[Any]:
+    raw = _read(path)
+    try:
+        if raw.lstrip()[:1] == b"[":
+            loaded = orjson.loads(raw)
+            return loaded if isinstance(loaded, list) else []
+        return [orjson.loads(line) for line in raw.splitlines() if line.strip()]
+    except orjson.JSONDecodeError as exc:
+        raise fail(f"{path}: expected a JSON list or NDJSON ({exc})", 2) from exc
 
 
 # -- the demo ---------------------------------------------------------------------------------

@@ -93,22 +93,26 @@ def diagnose(
     much), a missing header (with the names of those present). Bad arguments do not raise:
     they become the finding, with reason ``wrong-type`` or ``bad-argument``.
     """
-    pairs = _pairs(headers)
-    if pairs is None:
+    raw = _raw_pairs(headers)
+    if raw is None:
         message = "headers must be a mapping of names to values or a list of (name, value) pairs"
         return Diagnosis(False, None, [message], "wrong-type")
     try:
-        verified = verify(body, pairs, secret, scheme=scheme, tolerance=tolerance, now=now)
+        verified = verify(body, raw, secret, scheme=scheme, tolerance=tolerance, now=now)
     except VerificationError as error:
         if error.reason in ("wrong-type", "bad-argument"):
             return Diagnosis(False, None, [error.message], error.reason)
+        pairs = _text_pairs(raw)
         # verify() checked body, scheme, tolerance and now before anything else: all usable.
         clock = time.time() if now is None else float(now)
         context = _Context(float(tolerance), clock, error.reason)
         chosen = _chosen(scheme, pairs)
         return _explain(error, bytes(body), pairs, secret, chosen=chosen, context=context)
-    findings = [f"the {_HEADER_OF[verified]} header verifies: it matches the body and secret"]
-    findings += _upper_case(verified, pairs)
+    if verified is Scheme.BEARER:
+        findings = ["the Authorization bearer token matches"]
+    else:
+        findings = [f"the {_HEADER_OF[verified]} header verifies: it matches the body and secret"]
+    findings += _upper_case(verified, _text_pairs(raw))
     return Diagnosis(True, verified, findings)
 
 
@@ -141,24 +145,34 @@ def parse_header_line(line: str) -> tuple[str, str]:
 # ---- the request as plain text -------------------------------------------------------------
 
 
-def _pairs(headers: object) -> _Pairs | None:
-    """Header (name, value) pairs as text, or None when ``headers`` holds no headers."""
+def _raw_pairs(headers: object) -> list[tuple[object, object]] | None:
+    """The headers as a list of pairs (read once, for verify and for us), or None if unusable."""
     if isinstance(headers, (str, bytes, bytearray, memoryview)):
         return None
     try:  # user code (a mapping's items(), an iterator) may fail in any way
         items = getattr(headers, "items", None)
-        source = cast(Iterable[tuple[object, object]], items() if callable(items) else headers)
-        return [(_text(name, "latin-1"), _text(value, "utf-8")) for name, value in source]
+        source = cast(Iterable[object], items() if callable(items) else headers)
+        pairs = list(source)
     except Exception:
         return None
+    if not all(isinstance(pair, (tuple, list)) and len(pair) == 2 for pair in pairs):
+        return None
+    return [(name, value) for name, value in cast(list[tuple[object, object]], pairs)]
 
 
-def _text(value: object, encoding: str) -> str:
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value).decode(encoding, errors="replace")
+def _text_pairs(raw: list[tuple[object, object]]) -> _Pairs:
+    """The pairs as text, for reading only (verify has judged their validity)."""
+    return [
+        (_text(name, "latin-1"), _text(value, "utf-8"))
+        for name, value in raw
+        if isinstance(name, (str, bytes, bytearray)) and isinstance(value, (str, bytes, bytearray))
+    ]
+
+
+def _text(value: str | bytes | bytearray, encoding: str) -> str:
     if isinstance(value, str):
         return value
-    raise TypeError(type(value).__name__)
+    return bytes(value).decode(encoding, errors="replace")
 
 
 def _lookup(pairs: _Pairs, name: str) -> str | None:
@@ -434,11 +448,9 @@ def _body_variants(body: bytes) -> list[_Variant]:
 
 
 def _line_variants(body: bytes) -> list[_Variant]:
-    out = []
+    out = [("the body with a trailing newline added", body + b"\n")]
     if body.endswith(b"\n"):
         out.append(("the body with its trailing newline removed", body.rstrip(b"\r\n")))
-    else:
-        out.append(("the body with a trailing newline added", body + b"\n"))
     if b"\r\n" in body:
         out.append(("the body with LF line endings instead of CRLF", body.replace(b"\r\n", b"\n")))
     elif b"\n" in body:

@@ -195,12 +195,12 @@ class Engine:
         return project
 
     async def list_projects(self) -> list[Project]:
-        async with self.store.transaction() as conn:
+        async with self.store.read() as conn:
             rows = (await conn.execute(projects.select().order_by(projects.c.created_at))).all()
         return [self._project_from_row(row._mapping) for row in rows]
 
     async def get_project(self, project_id: str) -> Project:
-        async with self.store.transaction() as conn:
+        async with self.store.read() as conn:
             return await self._load_project(conn, project_id)
 
     async def update_workflow(self, project_id: str, workflow_json: Any) -> Project:
@@ -333,14 +333,14 @@ class Engine:
         limit: int = 100,
     ) -> list[Task]:
         """Tasks in id order, `after` an id for keyset paging (stays fast deep into a list)."""
-        async with self.store.transaction() as conn:
+        async with self.store.read() as conn:
             await self._load_project(conn, project_id)
             query = _task_query(project_id, stage=stage, batch=batch, after=after)
             rows = (await conn.execute(query.order_by(tasks.c.id).limit(limit))).all()
             return await _with_batches(conn, rows)
 
     async def get_task(self, task_id: str) -> Task:
-        async with self.store.transaction() as conn:
+        async with self.store.read() as conn:
             return await _load_task(conn, task_id)
 
     async def count_tasks(self, project_id: str) -> dict[str, int]:
@@ -350,7 +350,7 @@ class Engine:
             .where(tasks.c.project_id == project_id)
             .group_by(tasks.c.stage_id)
         )
-        async with self.store.transaction() as conn:
+        async with self.store.read() as conn:
             await self._load_project(conn, project_id)
             return {row[0]: row[1] for row in (await conn.execute(query)).all()}
 
@@ -500,7 +500,7 @@ class Engine:
         """Every matching task in export format, read page by page (one short read each)."""
         after: str | None = None
         while True:
-            async with self.store.transaction() as conn:
+            async with self.store.read() as conn:
                 project = await self._load_project(conn, project_id)
                 query = _task_query(project_id, stage=stage, batch=batch, after=after)
                 if updated_since is not None:
@@ -528,7 +528,7 @@ class Engine:
         before: float | None = None,
         limit: int = 100,
     ) -> list[outbox.DeliveryInfo]:
-        async with self.store.transaction() as conn:
+        async with self.store.read() as conn:
             await self._load_project(conn, project_id)
             return await outbox.list_deliveries(
                 conn,
@@ -541,14 +541,14 @@ class Engine:
             )
 
     async def get_delivery(self, delivery_id: str) -> outbox.DeliveryDetail:
-        async with self.store.transaction() as conn:
+        async with self.store.read() as conn:
             found = await outbox.get_delivery(conn, delivery_id)
         if found is None:
             raise NotFound(f"delivery {delivery_id!r} not found")
         return found
 
     async def stage_log(self, project_id: str, stage_id: str, *, limit: int = 200) -> list[str]:
-        async with self.store.transaction() as conn:
+        async with self.store.read() as conn:
             project = await self._load_project(conn, project_id)
             _webhook_stage(project, stage_id)
             return await outbox.stage_log(conn, project_id, stage_id, limit)
@@ -615,7 +615,7 @@ class Engine:
         return key, value
 
     async def list_keys(self) -> list[ApiKey]:
-        async with self.store.transaction() as conn:
+        async with self.store.read() as conn:
             rows = (await conn.execute(api_keys.select().order_by(api_keys.c.created_at))).all()
         return [_key_from_row(row._mapping) for row in rows]
 
@@ -632,7 +632,7 @@ class Engine:
     async def authenticate(self, value: str) -> ApiKey | None:
         """The key for a presented secret value, if it is known, not revoked, not expired."""
         now = self.clock()
-        async with self.store.transaction() as conn:
+        async with self.store.read() as conn:
             row = (
                 await conn.execute(api_keys.select().where(api_keys.c.key_hash == _key_hash(value)))
             ).one_or_none()

@@ -176,7 +176,7 @@ def _message(error: Mapping[str, Any]) -> str:
     elif kind == "literal_error":
         expected = str(ctx.get("expected"))
     elif kind == "greater_than_equal":
-        expected = f"a value >= {ctx.get('ge')}"
+        return f"expected a value >= {ctx.get('ge')}"
     else:  # our own "payload" errors, and any other: pydantic's message names no value
         return str(error["msg"])
     return f"expected {expected}, got {_kind(error.get('input'))}"
@@ -193,7 +193,7 @@ def _translate(exc: ValidationError, prefix: tuple[int | str, ...] = ()) -> list
 # Leaf types. Numbers keep their JSON type: int stays int and float stays float, because a
 # pydantic `float` would turn 5 into 5.0 and break the exact round trip.
 
-Number: TypeAlias = int | float
+_Number: TypeAlias = int | float
 
 
 class _Leaf:
@@ -214,13 +214,13 @@ class _Leaf:
         return dict(self._schema)
 
 
-def _number(value: Any) -> Number:
+def _number(value: Any) -> _Number:
     if type(value) is int or type(value) is float:
         return value
     raise PydanticCustomError("payload", "expected a number, got {got}", {"got": _kind(value)})
 
 
-def _pair(value: Any) -> list[Number]:
+def _pair(value: Any) -> list[_Number]:
     got = _kind(value)
     if type(value) is list and len(value) == 2:
         x, y = value
@@ -232,12 +232,12 @@ def _pair(value: Any) -> list[Number]:
     )
 
 
-Num = Annotated[Number, _Leaf(_number, {"type": "number"})]
-Pair = Annotated[
-    list[Number],
+_Num = Annotated[_Number, _Leaf(_number, {"type": "number"})]
+_Pair = Annotated[
+    list[_Number],
     _Leaf(_pair, {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2}),
 ]
-Timestamp: TypeAlias = str  # kept exactly as given; `parse_timestamp` reads it
+_Timestamp: TypeAlias = str  # kept exactly as given; `parse_timestamp` reads it
 
 
 # ---------------------------------------------------------------------------------------------
@@ -347,10 +347,10 @@ def _value(value: Any) -> Any:
 class AnnotationMetadata(_Node):
     """Who made an annotation, when, in which stage."""
 
-    createdAt: Timestamp
+    createdAt: _Timestamp
     createdBy: str
     createdIn: str
-    updatedAt: Timestamp | None = None
+    updatedAt: _Timestamp | None = None
     updatedBy: str | None = None
     updatedIn: str | None = None
 
@@ -358,23 +358,23 @@ class AnnotationMetadata(_Node):
 class BoundingBox(_Node):
     """Pixels, origin top-left; width and height may be negative."""
 
-    x: Num
-    y: Num
-    height: Num
-    width: Num
+    x: _Num
+    y: _Num
+    height: _Num
+    width: _Num
 
 
 class RotatedBoundingBox(_Node):
-    x: Num
-    y: Num
-    width: Num
-    height: Num
-    rotation: Num  # degrees, -180..180 (not enforced: float noise at the ends is common)
-    corners: list[Pair]
+    x: _Num
+    y: _Num
+    width: _Num
+    height: _Num
+    rotation: _Num  # degrees, -180..180 (not enforced: float noise at the ends is common)
+    corners: list[_Pair]
 
     @field_validator("corners")
     @classmethod
-    def _four_corners(cls, corners: list[list[Number]]) -> list[list[Number]]:
+    def _four_corners(cls, corners: list[list[_Number]]) -> list[list[_Number]]:
         if len(corners) != 4:
             raise PydanticCustomError(
                 "payload",
@@ -385,8 +385,8 @@ class RotatedBoundingBox(_Node):
 
 
 class Zone(_Node):
-    region: list[Pair]
-    holes: list[list[Pair]] = Field(default_factory=list)
+    region: list[_Pair]
+    holes: list[list[_Pair]] = Field(default_factory=list)
 
 
 class Segmentation(_Node):
@@ -400,12 +400,12 @@ class Ner(_Node):
 
 
 class PdfRect(_Node):
-    x1: Num
-    y1: Num
-    x2: Num
-    y2: Num
-    width: Num
-    height: Num
+    x1: _Num
+    y1: _Num
+    x2: _Num
+    y2: _Num
+    width: _Num
+    height: _Num
 
 
 class PdfPosition(_Node):
@@ -445,7 +445,7 @@ class Classification(_Node):
         if tool in _STRING_ANSWER_TOOLS and type(answer) is not str:
             raise PydanticCustomError(
                 "payload",
-                "expected a string answer for a {tool} classification, got {got}",
+                "expected a string for a {tool} answer, got {got}",
                 {"tool": tool, "got": _kind(answer)},
             )
         if tool in _LIST_ANSWER_TOOLS and not (
@@ -453,7 +453,7 @@ class Classification(_Node):
         ):
             raise PydanticCustomError(
                 "payload",
-                "expected a list of strings as answer for a {tool} classification, got {got}",
+                "expected a list of strings for a {tool} answer, got {got}",
                 {"tool": tool, "got": _kind(answer)},
             )
         return answer
@@ -468,9 +468,9 @@ class Tool(_Node):
 
     bounding_box: BoundingBox | None = Field(None, alias="bounding-box")
     rotated_bounding_box: RotatedBoundingBox | None = Field(None, alias="rotated-bounding-box")
-    polygon: list[Pair] | None = None
-    polyline: list[Pair] | None = None
-    point: Pair | None = None
+    polygon: list[_Pair] | None = None
+    polyline: list[_Pair] | None = None
+    point: _Pair | None = None
     segmentation: Segmentation | None = None
     ner: Ner | None = None
     pdf: Pdf | None = None
@@ -571,7 +571,7 @@ class StageHistoryEntry(_Node):
     stage: str
     stageId: str
     duration: int
-    completedAt: Timestamp
+    completedAt: _Timestamp
     completedBy: str | None = None
     tools: list[Tool]
     classifications: list[Classification]
@@ -586,7 +586,7 @@ class Task(_Node):
     stage: str
     stageId: str | None = None
     stageName: str | None = None
-    updatedAt: Timestamp | None
+    updatedAt: _Timestamp | None
     updatedBy: str | None
     duration: int | None = None
     blurDuration: int | None = None
@@ -605,10 +605,10 @@ class Task(_Node):
 class AssetMetadata(_Node):
     """`{width, height}` for images; video adds `frameTotal` and `frameRate`."""
 
-    width: Num | None = None
-    height: Num | None = None
+    width: _Num | None = None
+    height: _Num | None = None
     frameTotal: int | None = None
-    frameRate: Num | None = None
+    frameRate: _Num | None = None
 
 
 class Record(_Node):
@@ -640,7 +640,7 @@ def _load(data: bytes | bytearray | memoryview | str | Mapping[str, Any]) -> Any
             raise PayloadError([("$", f"invalid JSON: {exc}")]) from exc
     if isinstance(data, Mapping):
         # A JSON round trip: the model then owns its values (no aliasing of the caller's lists)
-        # and holds only what JSON can carry, so `to_json` cannot fail later.
+        # and holds only what JSON can carry.
         try:
             return orjson.loads(orjson.dumps(dict(data)))
         except TypeError as exc:

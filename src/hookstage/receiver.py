@@ -61,6 +61,8 @@ class ReceiverError(Exception):
 
 @dataclass(frozen=True)
 class ReceiverConfig:
+    """`hookstage listen`'s options; bad values raise ValueError naming the field."""
+
     host: str = "127.0.0.1"
     port: int = 8000
     path: str = "/hook"
@@ -135,6 +137,14 @@ class Summary:
 
 @dataclass(frozen=True)
 class Received:
+    """One request as it arrived and how it was answered.
+
+    `headers` are the request's, in order, except credential values (Authorization),
+    which are replaced by "[redacted]" before anything keeps or shows them. `body` is the
+    exact bytes. `reason` says why an invalid request failed (never a secret); `status` is
+    the status we answered.
+    """
+
     id: int
     received_at: datetime
     method: str
@@ -206,7 +216,7 @@ def _check(config: ReceiverConfig, body: bytes, headers: Mapping[str, str]) -> _
         )
         return _Check("valid", scheme.value, None)
     except VerificationError as exc:
-        return _Check("invalid", None, _scrub(f"{exc.reason}: {exc}", secret, token))
+        return _Check("invalid", None, f"{exc.reason}: {exc}")  # verify never quotes secrets
 
 
 def _claims_bearer(scheme: str, secret: str | None, headers: Mapping[str, str]) -> bool:
@@ -214,13 +224,6 @@ def _claims_bearer(scheme: str, secret: str | None, headers: Mapping[str, str]) 
         return scheme == "bearer"
     # With a secret and a token, the strongest credential the request carries is checked.
     return not secret or detect_scheme(headers) is Scheme.BEARER
-
-
-def _scrub(reason: str, *secrets: str | None) -> str:
-    for secret in secrets:
-        if secret:
-            reason = reason.replace(secret, "***")
-    return reason
 
 
 def _status(config: ReceiverConfig, check: _Check, rng: random.Random) -> int:
@@ -336,11 +339,6 @@ class _Store:
         self._thread.start()
         return [_from_row(row) for row in reversed(rows)]
 
-    def next_id(self) -> int:
-        assert self._conn is not None
-        (last,) = self._conn.execute("SELECT coalesce(max(id), 0) FROM requests").fetchone()
-        return int(last) + 1
-
     def put(self, batch: list[Received]) -> None:
         self._batches.put(batch)
 
@@ -426,7 +424,8 @@ class _Receiver:
         store = self._store
         if store is not None:
             self._recent.extend(await asyncio.to_thread(store.open, self.config.keep))
-            self._next_id = await asyncio.to_thread(store.next_id)
+            # Ids go on from the file's last one, so a restart never reuses an id.
+            self._next_id = self._recent[-1].id + 1 if self._recent else 1
         try:
             yield
         finally:
@@ -455,12 +454,13 @@ class _Receiver:
     # the hook
 
     async def hook(self, request: web.Request) -> web.Response:
+        received_at = datetime.now(UTC)
         body = await request.read()
         check = _check(self.config, body, request.headers)
         status = _status(self.config, check, self._rng)
         received = Received(
             id=self._next_id,
-            received_at=datetime.now(UTC),
+            received_at=received_at,
             method=request.method,
             path=request.path,
             query=request.query_string,
@@ -486,7 +486,8 @@ class _Receiver:
             return
         self._console.print(_line(received))
         if self.config.show_body:
-            self._console.print(_body_view(received.body)[1], markup=False)
+            text = _body_view(received.body)[1].translate(_CONTROL)
+            self._console.print(Text(text))
 
     # the inspector
 
@@ -525,7 +526,9 @@ class _Receiver:
             last=last,
             mode=_mode(self.config),
             hook_url=f"{request.scheme}://{request.host}{self.config.path}",
-            kept=len(self._recent),
+            shown=len(rows),
+            keep=self.config.keep,
+            stored=self._store is not None,
         )
 
     async def rows(self, request: web.Request) -> web.Response:
@@ -580,11 +583,11 @@ def _int_param(request: web.Request, name: str, default: int) -> int:
 def _mode(config: ReceiverConfig) -> str:
     """How requests are checked, in words (never the secret itself)."""
     if config.scheme == "none" or not (config.secret or config.token):
-        return "not checked (no secret or token)"
-    parts = [f"scheme {config.scheme}"]
+        return "signatures not checked"
+    detail = "any scheme" if config.scheme == "auto" else f"scheme {config.scheme}"
     if config.accept_invalid:
-        parts.append("invalid requests accepted")
-    return ", ".join(parts)
+        return f"signatures checked ({detail}), invalid requests accepted"
+    return f"signatures checked ({detail})"
 
 
 # --- views --------------------------------------------------------------------------------
@@ -616,7 +619,7 @@ def _view(r: Received, limit: int | None) -> _View:
     return _View(
         id=r.id,
         time=r.received_at.astimezone().strftime("%H:%M:%S.%f")[:-3],
-        iso=r.received_at.isoformat(),
+        iso=r.received_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         method=r.method,
         path=r.path,
         query=r.query,
@@ -687,20 +690,24 @@ def _json(r: Received) -> dict[str, object]:
 
 
 _VERDICT_STYLE: Final = {"valid": "green", "invalid": "bold red", "unchecked": "yellow"}
+# Senders choose these bytes: a terminal shows their control characters, never obeys them.
+_CONTROL: Final = {c: f"\\x{c:02x}" for c in (*range(32), *range(127, 160)) if c not in (9, 10)}
+_CONTROL_LINE: Final = {**_CONTROL, 9: "\\t", 10: "\\n"}
 
 
 def _line(r: Received) -> Text:
     line = Text(r.received_at.astimezone().strftime("%H:%M:%S.%f")[:-3] + " ")
     line.append(f"{r.verdict:<9}", style=_VERDICT_STYLE[r.verdict])
     line.append(f" {r.status} ", style="bold" if r.status < 400 else "red")
-    line.append(f"{r.method} {r.path}  {r.scheme or '-'}  {len(r.body)} B")
+    path = r.path.translate(_CONTROL_LINE)
+    line.append(f"{r.method} {path}  {r.scheme or '-'}  {len(r.body)} B")
     s = r.summary
     if s is not None:
-        line.append(f"  {s.external_id or '-'}", style="cyan")
-        line.append(f"  stage {s.stage or '-'}")
+        line.append(f"  {(s.external_id or '-').translate(_CONTROL_LINE)}", style="cyan")
+        line.append(f"  stage {(s.stage or '-').translate(_CONTROL_LINE)}")
         line.append(f"  tools {_n(s.tools)}  classifications {_n(s.classifications)}")
     if r.reason:
-        line.append(f"  ({r.reason})", style="red")
+        line.append(f"  ({r.reason.translate(_CONTROL_LINE)})", style="red")
     return line
 
 

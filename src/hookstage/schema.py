@@ -48,8 +48,8 @@ __all__ = [
 MAX_DEPTH: Final = 16
 """How deep classifications may nest, in a schema and in a submission."""
 
-SINGLE_ANSWER: Final = frozenset({"radio", "single-dropdown"})
-MULTI_ANSWER: Final = frozenset({"checkbox", "multi-dropdown"})
+_SINGLE_ANSWER: Final = frozenset({"radio", "single-dropdown"})
+_MULTI_ANSWER: Final = frozenset({"checkbox", "multi-dropdown"})
 _DIRECTIONS: Final = ("straight", "reverse", "bidirectional")
 # Keys of a tool object that are never its geometry, whatever a schema calls its tools.
 _TOOL_KEYS: Final = frozenset(
@@ -324,7 +324,7 @@ def _options(
         schema_id = _text(item, "schemaId", item_path, issues)
         issues.claim(schema_id, item_path)
         found.append(OptionSchema(value, schema_id, _extra(item, _KNOWN_OPTION)))
-    if tool in SINGLE_ANSWER | MULTI_ANSWER and raw.get("options") in (None, []):
+    if tool in _SINGLE_ANSWER | _MULTI_ANSWER and raw.get("options") in (None, []):
         issues.add(path, f"a {tool} needs at least one option")
     return tuple(found)
 
@@ -357,7 +357,7 @@ def _classification_json(item: ClassificationSchema) -> dict[str, object]:
         "required": item.required,
         "classifications": [_classification_json(c) for c in item.classifications],
     }
-    if item.options or item.tool in SINGLE_ANSWER | MULTI_ANSWER:
+    if item.options or item.tool in _SINGLE_ANSWER | _MULTI_ANSWER:
         known["options"] = [
             _with_extra({"value": o.value, "schemaId": o.schema_id}, o.extra) for o in item.options
         ]
@@ -638,9 +638,11 @@ class _Checker:
     def top_classifications(self, value: object) -> None:
         self.classifications(value, "", self.schema.classifications, depth=0)
         answered = {
-            raw.get("schemaId")
+            raw["schemaId"]
             for raw in (value if isinstance(value, list) else [])
-            if isinstance(raw, dict) and _answered(raw.get("answer"))
+            if isinstance(raw, dict)
+            and isinstance(raw.get("schemaId"), str)
+            and _answered(raw.get("answer"))
         }
         for spec in self.schema.classifications:
             if spec.required and spec.schema_id not in answered:
@@ -695,9 +697,9 @@ class _Checker:
         where = f"{path}.answer"
         if spec.tool == "text" and not isinstance(answer, str):
             self.add(where, "expected a string")
-        elif spec.tool in SINGLE_ANSWER and not (isinstance(answer, str) and answer in values):
+        elif spec.tool in _SINGLE_ANSWER and not (isinstance(answer, str) and answer in values):
             self.add(where, f"expected one of {_choices(values)}; got {_short(answer)}")
-        elif spec.tool in MULTI_ANSWER:
+        elif spec.tool in _MULTI_ANSWER:
             self._multi_answer(answer, where, values)
 
     def _multi_answer(self, answer: object, path: str, values: Sequence[str]) -> None:

@@ -205,9 +205,6 @@ class _Headers:
     def __init__(self, headers: object) -> None:
         self._pairs = [(_name(item), item[1]) for item in _items(headers)]
 
-    def names(self) -> list[str]:
-        return [name for name, _ in self._pairs]
-
     def has(self, name: str) -> bool:
         wanted = name.lower()
         return any(key.lower() == wanted for key, _ in self._pairs)
@@ -264,10 +261,10 @@ def _name(item: tuple[object, object]) -> str:
 def _value(name: str, raw: object) -> str:
     try:
         if isinstance(raw, str):
-            pass  # lone surrogates (undecodable input) would fail later
+            raw.encode("utf-8")  # lone surrogates (undecodable input) would fail later
             text = raw
         elif isinstance(raw, (bytes, bytearray)):
-            text = bytes(raw).decode("utf-8", "surrogateescape")
+            text = bytes(raw).decode("utf-8")
         else:
             raise VerificationError(
                 "wrong-type",
@@ -413,14 +410,18 @@ def _body(body: object) -> bytes:
 def _secret_list(secret: object, what: str) -> list[object]:
     if isinstance(secret, (str, bytes, bytearray, memoryview)):
         return [secret]
-    if isinstance(secret, (list, tuple)):
-        if not secret:
-            raise VerificationError("bad-secret", f"the list of {what}s is empty")
-        return list(secret)
-    raise VerificationError(
-        "wrong-type",
-        f"{what} must be str, bytes or a list of them, got {type(secret).__name__}",
+    wrong = VerificationError(
+        "wrong-type", f"{what} must be str, bytes or a list of them, got {type(secret).__name__}"
     )
+    if not isinstance(secret, Sequence):
+        raise wrong
+    try:  # a user's own Sequence type may fail in any way
+        items = list(secret)
+    except Exception as exc:
+        raise wrong from exc
+    if not items:
+        raise VerificationError("bad-secret", f"the list of {what}s is empty")
+    return items
 
 
 def _hmac_keys(secret: object) -> list[bytes]:

@@ -349,11 +349,6 @@ class Route:
 # -- what a stage does with a task ------------------------------------------------------------
 
 
-def _auto_forward(stage: Stage) -> bool:
-    settings = stage.settings
-    return settings.auto_forward if isinstance(settings, StartSettings) else True
-
-
 def _mode(stage: Stage) -> WebhookMode:
     settings = stage.settings
     return settings.mode if isinstance(settings, WebhookSettings) else "pass"
@@ -362,7 +357,7 @@ def _mode(stage: Stage) -> WebhookMode:
 def is_human(stage: Stage) -> bool:
     """A person moves the task on: Label, Review, Hold, and a Start that does not forward."""
     if stage.type is StageType.START:
-        return not _auto_forward(stage)
+        return not _automatic(stage.type, stage.settings)
     return stage.type in (StageType.LABEL, StageType.REVIEW, StageType.HOLD)
 
 
@@ -371,9 +366,13 @@ def is_automatic(stage: Stage) -> bool:
 
     A loop made only of these would spin a task forever, so validation forbids one.
     """
-    if stage.type is StageType.START:
-        return _auto_forward(stage)
-    return stage.type in (StageType.LOGIC, StageType.WEBHOOK)
+    return _automatic(stage.type, stage.settings)
+
+
+def _automatic(stage_type: StageType, settings: Settings) -> bool:
+    if stage_type is StageType.START:
+        return not isinstance(settings, StartSettings) or settings.auto_forward
+    return stage_type in (StageType.LOGIC, StageType.WEBHOOK)
 
 
 def passes_through(stage: Stage) -> bool:
@@ -575,9 +574,7 @@ class _Draft:
     extra: dict[str, object]
 
     def automatic(self) -> bool:
-        if self.type is StageType.START:
-            return not isinstance(self.settings, StartSettings) or self.settings.auto_forward
-        return self.type in (StageType.LOGIC, StageType.WEBHOOK)
+        return self.type is not None and _automatic(self.type, self.settings)
 
 
 def parse(data: object, *, schema_ids: Collection[str] | None = None) -> Workflow:

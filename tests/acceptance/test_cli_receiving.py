@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import sqlite3
 from pathlib import Path
@@ -11,14 +9,15 @@ from pathlib import Path
 import aiohttp
 
 from tests.support.process import hookstage, run_cli, started
+from tests.support.samples import SAMPLES
+from tests.support.samples import seed_signature as _seed_signature
 
-SAMPLE = Path(__file__).parents[2].parent / "shared" / "samples" / "webhook-seed-2023.json"
+SAMPLE = SAMPLES / "webhook-seed-2023.json"
 SECRET = "your_secret_key"
 
 
 def seed_signature(body: bytes, secret: str = SECRET) -> str:
-    """The seed's own check, as its Flask sample computes it."""
-    return hmac.new(secret.encode(), msg=body, digestmod=hashlib.sha1).hexdigest()
+    return _seed_signature(body, secret)
 
 
 async def test_listen_verifies_shows_and_keeps_a_signed_webhook(tmp_path: Path) -> None:

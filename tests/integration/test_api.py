@@ -6,6 +6,7 @@ it the way a worker would.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -21,8 +22,8 @@ from hookstage import workflow
 from hookstage.api import create_app
 from hookstage.engine import Engine
 from hookstage.retry import Decision
-from hookstage.store import open_store
 from hookstage.store import deliveries as outbox
+from hookstage.store import open_store
 from tests.support.server import serve
 
 SECRET = "stage-secret-never-in-a-response-7f3a"
@@ -103,6 +104,7 @@ class Api:
     engine: Engine
     admin: str
     http: httpx.AsyncClient
+    anonymous: httpx.AsyncClient  # sends no key
     seen: list[httpx.Response] = field(default_factory=list)
 
     async def key(self, role: str, name: str | None = None) -> str:
@@ -148,10 +150,11 @@ def _shown(response: httpx.Response) -> str:
 
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    async for found in _running(tmp_path, None):
+    async with _running(tmp_path, None) as found:
         yield found
 
 
+@contextlib.asynccontextmanager
 async def _running(
     tmp_path: Path, dispatcher_state: Callable[[], dict[str, Any]] | None
 ) -> AsyncIterator[Api]:
@@ -172,8 +175,9 @@ async def _running(
                 headers={"Authorization": f"Bearer {admin}"},
                 event_hooks={"response": [keep]},
             ) as http,
+            httpx.AsyncClient(base_url=url, event_hooks={"response": [keep]}) as anonymous,
         ):
-            yield Api(url, engine, admin, http, seen)
+            yield Api(url, engine, admin, http, anonymous, seen)
     finally:
         await store.close()
     # No response of the test, error or not, ever carried the stage secret or the admin key.
@@ -186,19 +190,19 @@ async def _running(
 
 
 async def test_health_needs_no_key_and_shows_the_dispatcher(tmp_path: Path) -> None:
-    async for api in _running(tmp_path, lambda: {"running": True, "pending": 3}):
-        async with httpx.AsyncClient(base_url=api.url) as anonymous:
-            health = await anonymous.get("/healthz")
-            assert health.status_code == 200
-            assert health.json()["status"] == "ok"
-            assert health.json()["dispatcher"] == {"running": True, "pending": 3}
-            assert isinstance(health.json()["version"], str)
-            schema = (await anonymous.get("/openapi.json")).json()
-            assert "/api/tasks/{task_id}/submit" in schema["paths"]
-            assert "/v2/project/{project_id}/rerun-webhook" in schema["paths"]
-            docs = await anonymous.get("/docs")
-            assert docs.status_code == 200
-            assert "swagger" in docs.text.lower()
+    async with _running(tmp_path, lambda: {"running": True, "pending": 3}) as api:
+        anonymous = api.anonymous
+        health = await anonymous.get("/healthz")
+        assert health.status_code == 200
+        assert health.json()["status"] == "ok"
+        assert health.json()["dispatcher"] == {"running": True, "pending": 3}
+        assert isinstance(health.json()["version"], str)
+        schema = (await anonymous.get("/openapi.json")).json()
+        assert "/api/tasks/{task_id}/submit" in schema["paths"]
+        assert "/v2/project/{project_id}/rerun-webhook" in schema["paths"]
+        docs = await anonymous.get("/docs")
+        assert docs.status_code == 200
+        assert "swagger" in docs.text.lower()
 
 
 # -- projects -------------------------------------------------------------------------------
@@ -231,6 +235,19 @@ async def test_a_workflow_saved_back_masked_keeps_its_secret(api: Api) -> None:
     assert isinstance(settings.auth, workflow.SecretAuth)
     assert settings.auth.secret.reveal() == SECRET
 
+    # Refusals of a workflow that carries the secret name the problem, never the secret
+    # (the fixture checks every response for it).
+    broken = default_workflow()
+    broken[2]["next"] = []
+    error = await api.fail("PUT", f"{path}/workflow", 422, json=broken)
+    assert error["problems"][0]["path"] == "body"
+    moved = [
+        {**s, "url": "https://elsewhere.example.com/"} if s["id"] == WEBHOOK else s for s in flow
+    ]
+    error = await api.fail("PUT", f"{path}/workflow", 422, json=moved)
+    assert "secret" in error["problems"][0]["message"]
+    await api.fail("PUT", "/api/projects/nope/workflow", 404, json=default_workflow())
+
 
 async def test_a_bad_workflow_is_refused_naming_the_problem(api: Api) -> None:
     broken = default_workflow()
@@ -245,6 +262,11 @@ async def test_a_bad_workflow_is_refused_naming_the_problem(api: Api) -> None:
     assert "nowhere" in error["problems"][0]["message"]
     missing = await api.fail("POST", "/api/projects", 422, json={"name": "No workflow"})
     assert {"path": "body.workflow", "message": "required"} in missing["problems"]
+    unnamed = {"name": 5, "categorySchema": SCHEMA, "workflow": default_workflow()}
+    error = await api.fail("POST", "/api/projects", 422, json=unnamed)
+    assert error["problems"] == [
+        {"path": "body.name", "message": "expected a string, got a number"}
+    ]
     bad_schema = {"name": "x", "categorySchema": {"tools": [{}]}, "workflow": default_workflow()}
     error = await api.fail("POST", "/api/projects", 422, json=bad_schema)
     assert "body.categorySchema.tools[0].schemaId" in [p["path"] for p in error["problems"]]
@@ -312,7 +334,7 @@ async def test_tasks_list_by_stage_and_batch_in_pages(api: Api) -> None:
             break
         params["after"] = page["next"]
     assert [len(p) for p in pages] == [3, 3, 1]
-    assert sum(pages, []) == sorted(ids)
+    assert [task_id for page in pages for task_id in page] == sorted(ids)
     in_b = await api.ok("GET", path, params={"batch": "B"})
     assert sorted(t["externalId"] for t in in_b["tasks"]) == [
         f"street-{n:04d}.jpg" for n in range(5, 8)
@@ -352,9 +374,7 @@ async def test_submit_moves_the_task_on_and_enqueues_the_webhook(api: Api) -> No
     export = await api.ok("GET", f"/api/tasks/{task_id}")
     history = [h for h in export["task"]["stageHistory"] if h["stageId"] != WEBHOOK]
     expected_task = {**export["task"], "stageId": "Label", "stageHistory": history}
-    expected = {
-        k: v for k, v in export.items() if k not in {"projectId", "currentStage", "task"}
-    }
+    expected = {k: v for k, v in export.items() if k not in {"projectId", "currentStage", "task"}}
     assert body == {**expected, "batches": ["Batch 1"], "task": expected_task}
     assert export["batches"] != ["Batch 1"]
     assert "stageId" not in export["task"]
@@ -387,9 +407,7 @@ async def test_requeue_and_release_move_tasks_between_stages(api: Api) -> None:
     project = await api.project(HOLD_WORKFLOW, name="Held")
     pid = project["id"]
     one, two, three = await api.imported(pid, 3)
-    await api.ok(
-        "POST", f"/api/projects/{pid}/assets", json=[asset(9, batch="late")], status=201
-    )
+    await api.ok("POST", f"/api/projects/{pid}/assets", json=[asset(9, batch="late")], status=201)
     counts = (await api.ok("GET", f"/api/projects/{pid}"))["taskCounts"]
     assert counts["hold"] == 4
     released = await api.ok(
@@ -427,7 +445,9 @@ async def test_export_in_json_and_ndjson_equals_the_tasks(api: Api) -> None:
     ids = await api.imported(pid, 5)
     await api.ok("POST", f"/api/tasks/{ids[0]}/submit", json=labeled(1))
     views = [await api.ok("GET", f"/api/tasks/{task_id}") for task_id in sorted(ids)]
-    expected = [{k: v for k, v in v.items() if k not in {"projectId", "currentStage"}} for v in views]
+    expected = [
+        {k: v for k, v in v.items() if k not in {"projectId", "currentStage"}} for v in views
+    ]
 
     as_json = await api.http.get(f"/api/projects/{pid}/export")
     assert as_json.headers["content-type"] == "application/json"
@@ -451,35 +471,35 @@ async def test_export_in_json_and_ndjson_equals_the_tasks(api: Api) -> None:
 
 
 async def test_calls_without_a_valid_key_are_refused(api: Api) -> None:
-    async with httpx.AsyncClient(base_url=api.url) as anonymous:
-        for headers in ({}, {"Authorization": "Bearer hs_not-a-key"}, {"X-API-Key": "nope"}):
-            response = await anonymous.get("/api/projects", headers=headers)
-            assert response.status_code == 401
-            assert response.headers["www-authenticate"] == "Bearer"
-            assert "API key" in response.json()["error"]["message"]
-        reader = await api.key("read-only")
-        assert (await anonymous.get("/api/projects", headers={"X-API-Key": reader})).is_success
-        keys = await api.ok("GET", "/api/keys")
-        reader_id = next(k["id"] for k in keys["keys"] if k["role"] == "read-only")
-        await api.ok("DELETE", f"/api/keys/{reader_id}", status=204)
-        revoked = await anonymous.get("/api/projects", headers={"X-API-Key": reader})
-        assert revoked.status_code == 401
-        past = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
-        expired = await api.ok(
-            "POST",
-            "/api/keys",
-            json={"name": "old", "role": "admin", "expiresAt": past},
-            status=201,
-        )
-        refused = await anonymous.get("/api/projects", headers={"X-API-Key": expired["key"]})
-        assert refused.status_code == 401
-        # Two different keys at once: which to believe is a guess, so neither is.
-        other = await api.key("read-only")
-        both = await api.http.get("/api/projects", headers={"X-API-Key": other})
-        assert both.status_code == 401
-        assert "different API keys" in both.json()["error"]["message"]
-        ango = await anonymous.get("/api/projects", headers={"apikey": other})
-        assert ango.is_success
+    anonymous = api.anonymous
+    for headers in ({}, {"Authorization": "Bearer hs_not-a-key"}, {"X-API-Key": "nope"}):
+        response = await anonymous.get("/api/projects", headers=headers)
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert "API key" in response.json()["error"]["message"]
+    reader = await api.key("read-only")
+    assert (await anonymous.get("/api/projects", headers={"X-API-Key": reader})).is_success
+    keys = await api.ok("GET", "/api/keys")
+    reader_id = next(k["id"] for k in keys["keys"] if k["role"] == "read-only")
+    await api.ok("DELETE", f"/api/keys/{reader_id}", status=204)
+    revoked = await anonymous.get("/api/projects", headers={"X-API-Key": reader})
+    assert revoked.status_code == 401
+    past = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+    expired = await api.ok(
+        "POST",
+        "/api/keys",
+        json={"name": "old", "role": "admin", "expiresAt": past},
+        status=201,
+    )
+    refused = await anonymous.get("/api/projects", headers={"X-API-Key": expired["key"]})
+    assert refused.status_code == 401
+    # Two different keys at once: which to believe is a guess, so neither is.
+    other = await api.key("read-only")
+    both = await api.http.get("/api/projects", headers={"X-API-Key": other})
+    assert both.status_code == 401
+    assert "different API keys" in both.json()["error"]["message"]
+    ango = await anonymous.get("/api/projects", headers={"apikey": other})
+    assert ango.is_success
 
 
 async def test_each_role_gets_only_its_calls(api: Api) -> None:
@@ -494,7 +514,9 @@ async def test_each_role_gets_only_its_calls(api: Api) -> None:
     assert "manager" in error["message"]
     error = await api.fail("POST", f"/api/tasks/{task_id}/submit", 403, json={}, headers=reader)
     assert "labeler" in error["message"]
-    error = await api.fail("POST", "/api/keys", 403, json={"name": "x", "role": "admin"}, headers=manager)
+    error = await api.fail(
+        "POST", "/api/keys", 403, json={"name": "x", "role": "admin"}, headers=manager
+    )
     assert "admin" in error["message"]
     await api.fail("GET", "/api/keys", 403, headers=manager)
 
@@ -557,6 +579,27 @@ async def test_unknown_things_answer_404_in_the_error_shape(api: Api) -> None:
     await api.fail("GET", "/api/deliveries/nope", 404)
     await api.fail("GET", "/api/no-such-endpoint", 404)
     await api.fail("DELETE", "/api/projects", 405)
+
+
+async def test_an_unexpected_failure_is_a_plain_500(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken() -> None:
+        raise RuntimeError(f"bug while holding {SECRET}")
+
+    monkeypatch.setattr(api.engine, "list_projects", broken)
+    error = await api.fail("GET", "/api/projects", 500)
+    assert error["message"] == "internal error: the failure was logged on the server"
+
+
+async def test_health_says_degraded_when_the_dispatcher_cannot_tell(tmp_path: Path) -> None:
+    def broken() -> dict[str, Any]:
+        raise RuntimeError("no state")
+
+    async with _running(tmp_path, broken) as api:
+        health = await api.http.get("/healthz")
+        assert health.status_code == 503
+        assert health.json()["status"] == "degraded"
 
 
 # -- deliveries -----------------------------------------------------------------------------

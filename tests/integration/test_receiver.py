@@ -7,7 +7,9 @@ import base64
 import contextlib
 import hashlib
 import hmac
+import signal
 import sqlite3
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -53,12 +55,14 @@ def standard(body: bytes, *, timestamp: int | None = None) -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def running(config: ReceiverConfig, seen: list[Received] | None = None) -> AsyncIterator[str]:
+async def running(
+    config: ReceiverConfig, seen: list[Received] | None = None, *, quiet: bool = True
+) -> AsyncIterator[str]:
     """The receiver on a free port: its base URL, until the block ends (then it is stopped)."""
     ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(
         serve(
-            replace(config, port=0, quiet=True),
+            replace(config, port=0, quiet=quiet),
             on_ready=ready.set_result,
             on_request=None if seen is None else seen.append,
         )
@@ -194,6 +198,24 @@ async def test_bearer_token_is_checked_and_never_shown() -> None:
         assert TOKEN not in shown
 
 
+async def test_with_secret_and_token_the_request_headers_choose_the_check() -> None:
+    body = seed_body()
+    async with running(ReceiverConfig(secret=SECRET, token=TOKEN)) as base:
+        assert await post(f"{base}/hook", body, hub(body)) == (200, "ok")
+        assert await post(f"{base}/hook", body, {"Authorization": f"Bearer {TOKEN}"}) == (
+            200,
+            "ok",
+        )
+        bad_token = await post(f"{base}/hook", body, {"Authorization": f"Bearer {SECRET}"})
+        kept = await listing(base)
+    assert bad_token[0] == 401
+    assert [(k["verdict"], k["scheme"]) for k in kept] == [
+        ("invalid", None),
+        ("valid", "bearer"),
+        ("valid", "hub"),
+    ]
+
+
 async def test_without_secret_or_token_requests_are_unchecked_and_accepted() -> None:
     async with running(ReceiverConfig()) as base:
         assert await post(f"{base}/hook", b"not json at all") == (200, "ok")
@@ -254,6 +276,37 @@ async def test_delay_holds_the_answer() -> None:
         assert time.monotonic() - started >= 0.3
 
 
+async def test_prints_one_line_per_request_and_the_body_on_request(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    body = seed_body()
+    # An escape sequence in a JSON string (reaches the summary line) and raw in a text body.
+    hostile = b'{"externalId": "evil\\u001b]0;owned\\u0007", "task": {}}'
+    raw = b"plain \x1b[2J text"
+    config = ReceiverConfig(secret=SECRET, show_body=True)
+    async with running(config, quiet=False) as base:
+        await post(f"{base}/hook", body, hub(body))
+        await post(f"{base}/hook", hostile, hub(hostile, "wrong"))
+        await post(f"{base}/hook", raw, hub(raw))
+    out = capsys.readouterr().out
+    first, second, _ = (line for line in out.splitlines() if "POST /hook" in line)
+    for expected in ("valid", "200", "hub", "Symbol Secondary Usage - White.png", "Label"):
+        assert expected in first
+    assert "tools 1" in first
+    assert "invalid" in second
+    assert "401" in second
+    assert "evil\\x1b]0;owned" in second
+    assert '"updatedBy": "annotator@example.com"' in out  # the pretty body
+    assert "\x1b" not in out  # a sender cannot drive the terminal
+    assert SECRET not in out
+
+
+async def test_quiet_prints_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    async with running(ReceiverConfig(), quiet=True) as base:
+        await post(f"{base}/hook", b"{}")
+    assert "POST /hook" not in capsys.readouterr().out
+
+
 def test_bad_config_names_the_field() -> None:
     with pytest.raises(ValueError, match="fail_rate"):
         ReceiverConfig(fail_rate=1.5)
@@ -299,6 +352,34 @@ async def test_store_keeps_exact_bytes_across_a_restart(tmp_path: Path) -> None:
     assert kept[1]["body_encoding"] == "base64"
     assert status == 200
     assert "Symbol Secondary Usage - White.png" in page
+
+
+async def test_run_stops_on_ctrl_c_and_flushes_the_store(tmp_path: Path) -> None:
+    store = tmp_path / "ctrl-c.sqlite"
+    script = (
+        "import sys; from pathlib import Path\n"
+        "from hookstage.receiver import ReceiverConfig, run\n"
+        "run(ReceiverConfig(port=0, quiet=True, store=Path(sys.argv[1])),"
+        " on_ready=lambda url: print(url, flush=True))\n"
+        "print('stopped', flush=True)\n"
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, str(store), stdout=asyncio.subprocess.PIPE
+    )
+    assert process.stdout is not None
+    try:
+        base = (await asyncio.wait_for(process.stdout.readline(), 20)).decode().strip()
+        assert await post(f"{base}/hook", b'{"externalId": "kept"}') == (200, "ok")
+        process.send_signal(signal.SIGINT)
+        rest = await asyncio.wait_for(process.stdout.read(), 20)
+        assert await asyncio.wait_for(process.wait(), 20) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert rest.decode().strip() == "stopped"
+    with contextlib.closing(sqlite3.connect(store)) as db:
+        assert db.execute("SELECT body FROM requests").fetchall() == [(b'{"externalId": "kept"}',)]
 
 
 async def test_store_reads_old_requests_beyond_the_memory_bound(tmp_path: Path) -> None:

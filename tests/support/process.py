@@ -48,20 +48,36 @@ class Running:
 def _wait_for(
     process: subprocess.Popen[bytes], pattern: re.Pattern[str], seen: list[str], within: float
 ) -> re.Match[str]:
+    # Lines already read but not yet looked at come first (a read may bring several).
+    while _pending.get(process.pid):
+        line = _pending[process.pid].pop(0)
+        seen.append(line)
+        if found := pattern.search(line):
+            return found
     assert process.stdout is not None
+    fd = process.stdout.fileno()
     deadline = time.monotonic() + within
+    partial = b""
     with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ)
+        selector.register(fd, selectors.EVENT_READ)
         while time.monotonic() < deadline:
             if not selector.select(timeout=max(0.0, deadline - time.monotonic())):
                 break
-            line = process.stdout.readline().decode("utf-8", "replace")
-            if not line:
+            chunk = os.read(fd, 65536)
+            if not chunk:
                 break
-            seen.append(line)
-            if found := pattern.search(line):
-                return found
+            *lines, partial = (partial + chunk).split(b"\n")
+            texts = [line.decode("utf-8", "replace") + "\n" for line in lines]
+            for i, line in enumerate(texts):
+                seen.append(line)
+                if found := pattern.search(line):
+                    _pending[process.pid] = texts[i + 1 :]
+                    return found
     raise AssertionError(f"no line matching {pattern.pattern!r}; output:\n{''.join(seen)}")
+
+
+# Lines read past a match, by process id, for the next wait.
+_pending: dict[int, list[str]] = {}
 
 
 @contextlib.contextmanager
@@ -86,12 +102,16 @@ def started(args: Sequence[str], ready: str) -> Iterator[Running]:
             process.stdout.close()
 
 
-def run_cli(*args: str, stdin: bytes | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, stdin: bytes | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """Run `hookstage ARGS` to its end; its output as text."""
     done = subprocess.run(
         hookstage(*args), input=stdin, capture_output=True, env=_env(), timeout=timeout, check=False
     )
     return subprocess.CompletedProcess(
-        done.args, done.returncode, done.stdout.decode("utf-8", "replace"),
+        done.args,
+        done.returncode,
+        done.stdout.decode("utf-8", "replace"),
         done.stderr.decode("utf-8", "replace"),
     )

@@ -35,7 +35,7 @@ async def serve(
             app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=5
         )
         server = uvicorn.Server(config)
-        running = asyncio.create_task(server.serve(sockets=[sock]))
+        running = asyncio.create_task(_run(server, sock))
         try:
             await _until_started(server, running, ready_within)
             yield f"http://{host}:{port}"
@@ -45,13 +45,21 @@ async def serve(
         sock.close()
 
 
+async def _run(server: uvicorn.Server, sock: socket.socket) -> None:
+    try:
+        await server.serve(sockets=[sock])
+    except SystemExit as exc:
+        # uvicorn reports a failed start with SystemExit: asyncio would let it escape the
+        # event loop and end the whole test run.
+        raise RuntimeError(f"uvicorn exited with status {exc.code}: see its log") from exc
+
+
 async def _until_started(
     server: uvicorn.Server, running: asyncio.Task[None], within: float
 ) -> None:
     deadline = time.monotonic() + within
     while not server.started:
         if running.done():
-            # uvicorn reports a failed start with SystemExit, which must not end pytest.
             error = running.exception()
             raise RuntimeError(f"the server did not start: {error!r}") from error
         if time.monotonic() > deadline:

@@ -3,6 +3,7 @@ PayloadError, and every view the engine renders parses back to the same bytes.""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from functools import partial
@@ -27,7 +28,11 @@ from hookstage.payload import (
     webhook_view,
 )
 
-SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Whole records are costly to generate: fewer examples for them, more for small inputs.
+RECORD_SETTINGS = settings(
+    max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+SETTINGS = settings(max_examples=150, deadline=None)
 
 Strategy = st.SearchStrategy[Any]
 
@@ -38,7 +43,7 @@ texts = st.text(max_size=8)
 json_values: Strategy = st.recursive(
     st.none() | st.booleans() | ints | floats | texts,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(texts, inner, max_size=3),
-    max_leaves=6,
+    max_leaves=4,
 )
 # Unknown keys, including ones spelled like a field's Python name or pydantic internals.
 unknown_keys = texts | st.sampled_from(
@@ -66,7 +71,7 @@ def nullable(strategy: Strategy) -> Strategy:
 def objects(
     draw: st.DrawFn,
     required: Mapping[str, Strategy],
-    optional: Mapping[str, Strategy] = {},  # noqa: B006 - never mutated
+    optional: Mapping[str, Strategy] = {},
     reserved: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     """A JSON object: required keys, some optional ones, a few unknown ones, in any order."""
@@ -138,7 +143,7 @@ def answers(tool: str) -> Strategy:
 @st.composite
 def classifications(draw: st.DrawFn, depth: int = 1) -> dict[str, Any]:
     tool = draw(st.sampled_from(STRING_TOOLS + LIST_TOOLS) | other_tools)
-    children = st.lists(classifications(depth - 1), max_size=2) if depth > 0 else st.just([])
+    children = st.lists(classifications(depth - 1), max_size=1) if depth > 0 else st.just([])
     return draw(
         objects(
             {
@@ -156,11 +161,11 @@ def classifications(draw: st.DrawFn, depth: int = 1) -> dict[str, Any]:
 
 @st.composite
 def tools(draw: st.DrawFn) -> dict[str, Any]:
-    common = {
+    common: dict[str, Strategy] = {
         "objectId": texts,
         "schemaId": texts,
         "title": texts,
-        "classifications": st.lists(classifications(), max_size=2),
+        "classifications": st.lists(classifications(), max_size=1),
     }
     optional: dict[str, Strategy] = {
         "page": nullable(pages),
@@ -188,8 +193,8 @@ relations = objects(
     {"page": nullable(pages)},
     reserved=frozenset({"group"}),
 ) | objects({"group": st.lists(texts, max_size=3), **ids}, {"page": nullable(pages)})
-annotations: dict[str, Strategy] = {
-    "tools": st.lists(tools(), max_size=3),
+ANNOTATIONS: dict[str, Strategy] = {
+    "tools": st.lists(tools(), max_size=2),
     "classifications": st.lists(classifications(), max_size=2),
     "relations": st.lists(relations, max_size=2),
 }
@@ -199,7 +204,9 @@ history_entries = objects(
         "stageId": texts,
         "duration": ints,
         "completedAt": timestamps,
-        **annotations,
+        "tools": st.lists(tools(), max_size=1),
+        "classifications": st.lists(classifications(depth=0), max_size=1),
+        "relations": st.lists(relations, max_size=1),
         "brushDataUrl": nullable(texts),
     },
     {"completedBy": nullable(texts), "medicalBrushDataUrl": nullable(texts)},
@@ -211,7 +218,7 @@ tasks = objects(
         "updatedAt": nullable(timestamps),
         "updatedBy": nullable(texts),
         "totalDuration": ints,
-        **annotations,
+        **ANNOTATIONS,
         "brushDataUrl": nullable(texts),
         "medicalBrushDataUrl": nullable(texts),
     },
@@ -221,7 +228,7 @@ tasks = objects(
         "stageName": nullable(texts),
         **{k: nullable(ints) for k in ("duration", "blurDuration", "idleDuration")},
         **{k: nullable(ints) for k in ("totalBlurDuration", "totalIdleDuration")},
-        "stageHistory": nullable(st.lists(history_entries, max_size=2)),
+        "stageHistory": nullable(st.lists(history_entries, max_size=1)),
     },
 )
 records = objects(
@@ -257,7 +264,7 @@ def exact(value: Any) -> bytes:
     return orjson.dumps(value)
 
 
-@SETTINGS
+@RECORD_SETTINGS
 @given(records)
 def test_valid_records_round_trip_exactly(record: dict[str, Any]) -> None:
     body = orjson.dumps(record)
@@ -301,13 +308,15 @@ def parses_exactly_or_fails_cleanly(body: bytes | str) -> None:
     try:
         parsed = parse(body)
     except PayloadError as exc:
-        assert exc.errors
-        assert all(isinstance(p, str) and isinstance(m, str) and p and m for p, m in exc.errors)
+        errors = exc.errors
+    else:
+        assert to_json(parsed) == orjson.dumps(orjson.loads(body))
         return
-    assert to_json(parsed) == orjson.dumps(orjson.loads(body))
+    assert errors
+    assert all(isinstance(p, str) and isinstance(m, str) and p and m for p, m in errors)
 
 
-@SETTINGS
+@RECORD_SETTINGS
 @given(damaged_records())
 def test_a_damaged_record_parses_exactly_or_raises_payload_error(record: dict[str, Any]) -> None:
     parses_exactly_or_fails_cleanly(orjson.dumps(record))
@@ -322,19 +331,15 @@ def test_arbitrary_json_raises_only_payload_error(value: Any) -> None:
 @SETTINGS
 @given(st.binary(max_size=64) | st.text(max_size=64))
 def test_arbitrary_bytes_and_text_raise_only_payload_error(data: bytes | str) -> None:
-    try:
+    with contextlib.suppress(PayloadError):
         parse(data)
-    except PayloadError:
-        pass
 
 
 @SETTINGS
 @given(st.dictionaries(texts, json_values | st.builds(object) | st.sets(ints), max_size=3))
 def test_arbitrary_mappings_raise_only_payload_error(data: dict[str, Any]) -> None:
-    try:
+    with contextlib.suppress(PayloadError):
         parse(data)
-    except PayloadError:
-        pass
 
 
 # -- timestamps -------------------------------------------------------------------------------
@@ -397,7 +402,7 @@ def views() -> list[ViewFn]:
     return out
 
 
-@SETTINGS
+@RECORD_SETTINGS
 @given(snapshots)
 def test_every_view_renders_a_record_that_parses_back_to_the_same_bytes(snapshot: Snapshot) -> None:
     for view in views():
@@ -406,7 +411,7 @@ def test_every_view_renders_a_record_that_parses_back_to_the_same_bytes(snapshot
         assert to_json(parse(body)) == body
 
 
-@SETTINGS
+@RECORD_SETTINGS
 @given(snapshots)
 def test_ango_2023_is_the_export_but_for_batches_and_stage_id(snapshot: Snapshot) -> None:
     export = export_view(snapshot)

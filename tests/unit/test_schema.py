@@ -878,7 +878,7 @@ json_values = st.recursive(
     lambda inner: (
         st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
     ),
-    max_leaves=25,
+    max_leaves=10,
 )
 ids = st.sampled_from(["a", "b", "box", "road", "comment", "weather", "o1", "o2", ""])
 annotation_like = st.fixed_dictionaries(
@@ -901,7 +901,7 @@ annotation_like = st.fixed_dictionaries(
         "group": st.lists(ids) | json_values,
     },
 )
-annotation_lists = st.lists(annotation_like | json_values, max_size=4) | json_values
+annotation_lists = st.lists(annotation_like | json_values, max_size=3) | json_values
 schema_like = st.fixed_dictionaries(
     {},
     optional={
@@ -932,7 +932,7 @@ def test_any_input_gives_a_schema_or_a_schema_error(data: object) -> None:
     assert all(isinstance(p, sc.Problem) and p.message for p in problems)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(annotation_lists, annotation_lists, annotation_lists)
 def test_checking_never_raises(tools: object, classifications: object, relations: object) -> None:
     found = sc.check_annotations(export_schema(), tools, classifications, relations)

@@ -18,9 +18,15 @@ from hookstage.engine import ROLES, ApiKey, Engine
 
 __all__ = ["Admin", "EngineDep", "Labeler", "Manager", "Reader", "engine_of", "require"]
 
-_bearer = HTTPBearer(auto_error=False, description="an API key as a bearer token")
-_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="an API key")
-_ango_header = APIKeyHeader(name="apikey", auto_error=False, description="Ango's header")
+_bearer = HTTPBearer(
+    auto_error=False, scheme_name="Bearer", description="an API key as a bearer token"
+)
+_header = APIKeyHeader(
+    name="X-API-Key", auto_error=False, scheme_name="X-API-Key", description="an API key"
+)
+_ango_header = APIKeyHeader(
+    name="apikey", auto_error=False, scheme_name="apikey", description="an API key (Ango's header)"
+)
 
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 

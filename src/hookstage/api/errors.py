@@ -202,7 +202,8 @@ async def _on_store(_: Request, exc: Exception) -> JSONResponse:
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.error("unexpected failure in %s %s", request.method, request.url.path, exc_info=exc)
+    # One line here: the server logs the traceback itself when the exception propagates on.
+    log.error("unexpected %s in %s %s", type(exc).__name__, request.method, request.url.path)
     return _respond(500, "internal error: the failure was logged on the server")
 
 

@@ -6,9 +6,10 @@ in the query modules beside this one, behind plain async functions that take a c
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,15 +51,28 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 def _sqlite_begin(conn: sa.Connection) -> None:
     # IMMEDIATE takes the write lock up front: two writers wait on busy_timeout instead of
-    # failing with "database is locked" when a read transaction tries to upgrade.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # failing with "database is locked" when a read transaction tries to upgrade. Reads
+    # begin DEFERRED: in WAL mode they never wait for a writer.
+    read_only = conn.get_execution_options().get(_READ_ONLY, False)
+    conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+_READ_ONLY = "hookstage_read_only"
 
 
 @dataclass
 class Store:
-    """An open database. `transaction()` gives one connection inside one transaction."""
+    """An open database. `transaction()` gives one connection inside one transaction that
+    may write; `read()` one that only reads (it never waits for writers)."""
 
     engine: AsyncEngine
+    # SQLite has one writer at a time. Queueing writers here, in order, is fair and fast;
+    # leaving it to SQLite's busy handler makes them sleep in steps of up to 100 ms.
+    _writer: asyncio.Lock | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.dialect == "sqlite":
+            self._writer = asyncio.Lock()
 
     @property
     def dialect(self) -> str:
@@ -66,9 +80,30 @@ class Store:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        async with self._write_turn(), self._begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        async with self._begin(read_only=True) as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _write_turn(self) -> AsyncIterator[None]:
+        if self._writer is None:
+            yield
+        else:
+            async with self._writer:
+                yield
+
+    @asynccontextmanager
+    async def _begin(self, *, read_only: bool = False) -> AsyncIterator[AsyncConnection]:
         try:
-            async with self.engine.begin() as conn:
-                yield conn
+            async with self.engine.connect() as conn:
+                if read_only:
+                    await conn.execution_options(**{_READ_ONLY: True})
+                async with conn.begin():
+                    yield conn
         except sa.exc.OperationalError as exc:
             raise StoreError(f"database error: {exc.orig}") from exc
 
