@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -58,14 +59,35 @@ KeyOption = Annotated[
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run the async core on uvloop where available."""
+    """Run the async core on uvloop where available.
+
+    Ctrl-C and SIGTERM cancel it, so its clean-up runs (a receiver writes what it holds, a
+    dispatcher releases its leases) before the process ends.
+    """
     loop_factory = None
     with contextlib.suppress(ImportError):
         import uvloop
 
         loop_factory = uvloop.new_event_loop
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(coro)
+        return runner.run(_stoppable(coro))
+
+
+async def _stoppable(coro: Coroutine[Any, Any, T]) -> T:
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await coro
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
+def run_until_stopped(coro: Coroutine[Any, Any, None]) -> None:
+    """`run` for commands that serve until stopped: a stop is their normal end."""
+    with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
+        run(coro)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -145,10 +167,14 @@ def listen(
         raise fail(str(exc), 2) from exc
 
     def ready(url: str) -> None:
-        console.print(f"listening on [bold]{url}{path}[/]   inspector: {url}/", highlight=False)
+        console.print(
+            f"listening on [bold]{url}{path}[/]   inspector: {url}/",
+            highlight=False,
+            soft_wrap=True,
+        )
 
     try:
-        receiver.run(config, on_ready=ready)
+        run_until_stopped(receiver.serve(config, on_ready=ready))
     except receiver.ReceiverError as exc:
         raise fail(str(exc)) from exc
 
@@ -206,11 +232,13 @@ def serve(
     from hookstage import service
 
     def ready(url: str) -> None:
-        console.print(f"hookstage {__version__} serving on [bold]{url}[/] (API docs: {url}/docs)")
+        console.print(
+            f"hookstage {__version__} serving on [bold]{url}[/] (API docs: {url}/docs)",
+            soft_wrap=True,
+        )
 
     config = service.ServiceConfig(database=db, host=host, port=port, dispatch=dispatch)
-    with contextlib.suppress(KeyboardInterrupt):
-        run(service.serve(config, on_ready=ready))
+    run_until_stopped(service.serve(config, on_ready=ready))
 
 
 @app.command()
@@ -547,7 +575,7 @@ def demo(
 
     if tasks < 1 or labelers < 1:
         raise fail("--tasks and --labelers must be 1 or more", 2)
-    with contextlib.suppress(KeyboardInterrupt):
+    with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
         ok = run(demo_module.main(tasks=tasks, labelers=labelers, keep=keep, console=console))
         if not ok:
             raise typer.Exit(1)

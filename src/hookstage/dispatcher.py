@@ -20,9 +20,11 @@ import random
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hookstage import __version__
 from hookstage.retry import Decision, RetryPolicy, decide
@@ -145,11 +147,16 @@ class Dispatcher:
         self._rand = rand
         # Claimed and not yet recorded: sending, waiting for a slot, or queued for the writer.
         self._outstanding: set[Lease] = set()
-        self._capacity = concurrency + batch
+        # Claimed ahead of sending: enough to keep every slot busy while the next claim and
+        # the last group commit run; per endpoint less than the whole, so one black hole
+        # cannot hold every claim.
+        self._capacity = concurrency + 2 * batch
+        self._allowance = per_endpoint + batch
         self._jobs: set[_Job] = set()
         self._slots: dict[str, _Slot] = {}
         self._stage_urls: dict[tuple[str, str], str] = {}
         self._global = asyncio.Semaphore(concurrency)
+        self._db_lock = asyncio.Lock()
         self._results: asyncio.Queue[_Item | None] = asyncio.Queue()
         self._nudge = asyncio.Event()
         self._stopped = asyncio.Event()
@@ -192,53 +199,61 @@ class Dispatcher:
             self._running = False
             self._stopped.set()
 
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
+        # One transaction at a time from this dispatcher: the claim loop and the writer
+        # queue here instead of in SQLite's busy handler, which sleeps in coarse steps.
+        async with self._db_lock, self.store.transaction() as conn:
+            yield conn
+
     # -- claiming ---------------------------------------------------------------------------
 
     async def _claim_loop(self) -> None:
         while not self._stopping:
             self._nudge.clear()
             room = self._capacity - len(self._outstanding)
-            timeout = self._poll_seconds
+            # No room: the writer nudges after each commit that frees some.
+            wait = self._poll_seconds
             if room > 0:
-                limit = min(room, self._batch)
                 try:
-                    if await self._claim(limit) == limit:
-                        continue  # a backlog: keep claiming while there is room
-                    timeout = await self._until_next_due()
+                    wait = await self._claim(min(room, self._batch))
                 except Exception:
                     log.exception("claiming deliveries failed; trying again shortly")
-            # Otherwise the writer nudges after each commit that frees room.
+                if wait == 0:
+                    continue  # a backlog: keep claiming while there is room
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._nudge.wait(), timeout)
+                await asyncio.wait_for(self._nudge.wait(), wait)
 
-    async def _claim(self, limit: int) -> int:
-        async with self.store.transaction() as conn:
+    async def _claim(self, limit: int) -> float:
+        """Claim and start up to `limit` deliveries; return how long to wait before the
+        next look (0: the batch was full, more may be due)."""
+        now = self._clock()
+        async with self._transaction() as conn:
             claimed = await claim(
                 conn,
-                now=self._clock(),
+                now=now,
                 lease_seconds=self._lease_seconds,
                 worker=self.worker_id,
                 limit=limit,
                 dialect=self.store.dialect,
                 exclude=self._saturated(),
             )
+            due = None if len(claimed) == limit else await next_due_at(conn)
         endpoints = await self._resolve_all({(c.project_id, c.stage_id) for c in claimed})
         for item in claimed:
             self._outstanding.add(item.lease)
             self._start(item, endpoints[item.project_id, item.stage_id])
-        return len(claimed)
-
-    async def _until_next_due(self) -> float:
-        async with self.store.transaction() as conn:
-            due = await next_due_at(conn)
-        wait = self._poll_seconds if due is None else due - self._clock()
-        # Due already means it is held back (endpoint full, earlier delivery of its task
-        # pending, another worker's lock): a commit will nudge, or the poll retries.
-        return wait if 0 < wait < self._poll_seconds else self._poll_seconds
+        if len(claimed) == limit:
+            return 0.0
+        # Due by `now` yet not claimed means held back (its endpoint full, an earlier
+        # delivery of its task pending, another worker's row lock): a commit nudges, or
+        # the poll looks again.
+        if due is None or due <= now:
+            return self._poll_seconds
+        return min(due - now, self._poll_seconds)
 
     def _saturated(self) -> list[tuple[str, str]]:
-        allowance = 2 * self._per_endpoint
-        full = {url for url, slot in self._slots.items() if slot.backlog >= allowance}
+        full = {url for url, slot in self._slots.items() if slot.backlog >= self._allowance}
         if not full:
             return []
         return [stage for stage, url in self._stage_urls.items() if url in full]
@@ -371,7 +386,7 @@ class Dispatcher:
         leases = [item for item in items if isinstance(item, Lease)]
         for attempt in range(1, _COMMIT_TRIES + 1):
             try:
-                async with self.store.transaction() as conn:
+                async with self._transaction() as conn:
                     await record_results(conn, results)
                     await release_leases(conn, leases, now=self._clock())
                 break

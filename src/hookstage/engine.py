@@ -320,7 +320,7 @@ class Engine:
             created_at=now,
             version=0,
         )
-        route = workflow.enter(project.workflow, start, _facts(task))
+        route = workflow.enter(project.workflow, start, _facts(project, task))
         return _Move(task, route, new=True, now=now)
 
     async def list_tasks(
@@ -333,6 +333,7 @@ class Engine:
         limit: int = 100,
     ) -> list[Task]:
         """Tasks in id order, `after` an id for keyset paging (stays fast deep into a list)."""
+        _positive(limit, "limit")
         async with self.store.read() as conn:
             await self._load_project(conn, project_id)
             query = _task_query(project_id, stage=stage, batch=batch, after=after)
@@ -420,6 +421,8 @@ class Engine:
             if task_ids is not None:
                 query = query.where(tasks.c.id.in_(list(task_ids)))
             held = await _with_batches(conn, (await conn.execute(query)).all())
+            if task_ids is None:
+                held = [t for t in held if workflow.releasable(stage, _facts(project, t))]
             moves = [self._leave(project, t, user, 0, t.annotations, output=0) for t in held]
             count = await self._write_moves(conn, project, moves)
         self._woken(count)
@@ -435,7 +438,7 @@ class Engine:
             now = self.clock()
             left = _history_entry(project, task, now, user, 0)
             task = replace(task, stage_history=[*task.stage_history, left])
-            route = workflow.enter(project.workflow, stage_id, _facts(task))
+            route = workflow.enter(project.workflow, stage_id, _facts(project, task))
             moved = _Move(task, route, new=False, now=now)
             count = await self._write_moves(conn, project, [moved])
         self._woken(count)
@@ -462,7 +465,7 @@ class Engine:
         )
         left = _history_entry(project, task, now, user, duration_ms)
         task = replace(task, stage_history=[*task.stage_history, left])
-        route = workflow.advance(project.workflow, task.stage_id, _facts(task), output=output)
+        route = workflow.advance(project.workflow, task.stage_id, _facts(project, task), output=output)
         return _Move(task, route, new=False, now=now)
 
     async def _write_moves(
@@ -498,6 +501,7 @@ class Engine:
         page: int = 500,
     ) -> AsyncIterator[dict[str, Any]]:
         """Every matching task in export format, read page by page (one short read each)."""
+        _positive(page, "page")
         after: str | None = None
         while True:
             async with self.store.read() as conn:
@@ -530,15 +534,18 @@ class Engine:
     ) -> list[outbox.DeliveryInfo]:
         async with self.store.read() as conn:
             await self._load_project(conn, project_id)
-            return await outbox.list_deliveries(
-                conn,
-                project_id=project_id,
-                stage_id=stage_id,
-                task_id=task_id,
-                state=state,
-                before=before,
-                limit=limit,
-            )
+            try:
+                return await outbox.list_deliveries(
+                    conn,
+                    project_id=project_id,
+                    stage_id=stage_id,
+                    task_id=task_id,
+                    state=state,
+                    before=before,
+                    limit=limit,
+                )
+            except ValueError as exc:
+                raise Invalid(str(exc)) from exc
 
     async def get_delivery(self, delivery_id: str) -> outbox.DeliveryDetail:
         async with self.store.read() as conn:
@@ -737,7 +744,7 @@ def _snapshot(project: Project, task: Task) -> payload.Snapshot:
         stage_id=task.work_stage_id,
         stage_name=work.name if work is not None else task.work_stage_id,
         updated_at=timestamp(task.updated_at),
-        duration=task.stage_history[-1]["duration"] if task.stage_history else 0,
+        duration=_work_duration(task),
         updated_by=task.updated_by,
         total_duration=task.total_duration,
         tools=annotations.get("tools", []),
@@ -749,27 +756,27 @@ def _snapshot(project: Project, task: Task) -> payload.Snapshot:
     )
 
 
-def _facts(task: Task) -> workflow.TaskFacts:
+def _work_duration(task: Task) -> int:
+    """How long the step whose work the task carries took: automatic stages passed since
+    (a Logic stage before the Webhook) record 0 and must not hide it."""
+    for entry in reversed(task.stage_history):
+        if entry.get("stageId") == task.work_stage_id:
+            return int(entry.get("duration", 0))
+    return 0
+
+
+def _facts(project: Project, task: Task) -> workflow.TaskFacts:
     annotations = task.annotations
     return workflow.TaskFacts(
         task_id=task.id,
-        schema_ids=frozenset(
-            _schema_ids(annotations.get("tools", []))
-            | _schema_ids(annotations.get("classifications", []))
+        schema_ids=schema.present_schema_ids(
+            annotations.get("tools", []),
+            annotations.get("classifications", []),
+            project.category_schema,
         ),
         annotator=task.updated_by,
         batches=frozenset(name for _, name in task.batches),
     )
-
-
-def _schema_ids(items: Iterable[Any]) -> set[str]:
-    found: set[str] = set()
-    for item in items:
-        if isinstance(item, dict):
-            if isinstance(item.get("schemaId"), str):
-                found.add(item["schemaId"])
-            found |= _schema_ids(item.get("classifications") or [])
-    return found
 
 
 # -- input ------------------------------------------------------------------------------------
@@ -816,9 +823,14 @@ def _parse_asset(index: int, item: Any, problems: list[tuple[str, str]]) -> _Ass
     batch_names = _field(item, "batches", list, where, problems) or []
     if not all(isinstance(b, str) and b for b in batch_names):
         problems.append((f"{where}.batches", "expected a list of batch names"))
+    elif len(set(batch_names)) < len(batch_names):
+        twice = next(b for i, b in enumerate(batch_names) if b in batch_names[:i])
+        problems.append((f"{where}.batches", f"lists {twice!r} twice"))
     context = _field(item, "contextData", dict, where, problems)
     metadata = _field(item, "metadata", dict, where, problems) or {}
     dataset = _field(item, "dataset", list, where, problems) or []
+    if len(problems) == before:
+        problems.extend((f"{where}.{p}", m) for p, m in _format_problems({"metadata": metadata}, ""))
     if len(problems) > before:
         return None
     return _Asset(index, external_id, data_url, dataset, metadata, batch_names, context)
@@ -864,6 +876,11 @@ def _duration(value: Any) -> int:
     return value
 
 
+def _positive(value: Any, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise Invalid(f"{name}: expected a whole number, 1 or more, got {value!r}")
+
+
 def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
@@ -893,9 +910,38 @@ def _check_submission(project: Project, submission: Submission) -> None:
         submission.classifications,
         submission.relations,
     )
-    if problems:
-        found = [(p.path, p.message) for p in problems]
+    found = [(p.path, p.message) for p in problems] or _format_problems(
+        {"metadata": {}, "task": submission.annotations()}, "task."
+    )
+    if found:
         raise Invalid(_summary("annotations", found), found)
+
+
+_RECORD_STUB: dict[str, Any] = {
+    "asset": "",
+    "assetId": "",
+    "dataset": [],
+    "externalId": "",
+    "batches": [],
+}
+_TASK_STUB: dict[str, Any] = {
+    "taskId": "",
+    "stage": "",
+    "updatedAt": None,
+    "updatedBy": None,
+    "totalDuration": 0,
+}
+
+
+def _format_problems(part: Mapping[str, Any], prefix: str) -> list[tuple[str, str]]:
+    """What the export format refuses in `part` of a record: bodies are built from it, and a
+    body that `payload.parse` (a receiver) refuses must not be accepted. Paths lose `prefix`."""
+    record = _RECORD_STUB | {**part, "task": _TASK_STUB | part.get("task", {})}
+    try:
+        payload.parse(record)
+    except payload.PayloadError as exc:
+        return [(path.removeprefix(prefix), message) for path, message in exc.errors]
+    return []
 
 
 def _stage(project: Project, stage_id: str) -> workflow.Stage:

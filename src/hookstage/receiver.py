@@ -26,6 +26,7 @@ from typing import Any, Final, Literal
 import jinja2
 import orjson
 from aiohttp import web
+from multidict import CIMultiDictProxy
 from rich.console import Console
 from rich.text import Text
 
@@ -37,7 +38,6 @@ __all__ = [
     "ReceiverError",
     "Summary",
     "create_app",
-    "run",
     "serve",
     "summarize",
 ]
@@ -125,7 +125,7 @@ def _answer_problems(c: ReceiverConfig) -> Iterable[str]:
         yield f"delay: expected seconds >= 0, got {c.delay}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Summary:
     """What an Ango payload is about, read cheaply from its JSON."""
 
@@ -135,14 +135,15 @@ class Summary:
     classifications: int | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Received:
     """One request as it arrived and how it was answered.
 
     `headers` are the request's, in order, except credential values (Authorization),
     which are replaced by "[redacted]" before anything keeps or shows them. `body` is the
     exact bytes. `reason` says why an invalid request failed (never a secret); `status` is
-    the status we answered.
+    the status we answered. `summary` is read from the body when asked for (not on the
+    hot path: a quiet receiver never parses a body).
     """
 
     id: int
@@ -156,12 +157,15 @@ class Received:
     scheme: str | None
     reason: str | None
     status: int
-    summary: Summary | None
+
+    @property
+    def summary(self) -> Summary | None:
+        return summarize(self.body)
 
 
 def summarize(body: bytes) -> Summary | None:
     """The summary of an Ango webhook or export body; None for anything else."""
-    if body.lstrip()[:1] != b"{":
+    if body[:64].lstrip()[:1] != b"{":  # not a JSON object: skip the parser's exception
         return None
     try:
         doc = orjson.loads(body)
@@ -234,10 +238,13 @@ def _status(config: ReceiverConfig, check: _Check, rng: random.Random) -> int:
     return config.status
 
 
-def _redact(headers: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+def _redact(headers: CIMultiDictProxy[str]) -> tuple[tuple[str, str], ...]:
+    pairs = tuple(headers.items())
+    if not any(name in headers for name in _CREDENTIAL_HEADERS):  # case-insensitive lookups
+        return pairs
     return tuple(
         (name, _redacted(value)) if name.lower() in _CREDENTIAL_HEADERS else (name, value)
-        for name, value in headers
+        for name, value in pairs
     )
 
 
@@ -275,8 +282,11 @@ FROM requests
 
 
 def _row(r: Received) -> tuple[object, ...]:
-    # stdlib json: header values may hold lone surrogates (undecodable bytes), orjson refuses.
-    headers = json.dumps([list(pair) for pair in r.headers])
+    try:
+        headers = orjson.dumps(r.headers).decode()
+    except orjson.JSONEncodeError:
+        # A header that was not UTF-8 holds lone surrogates: stdlib json escapes them.
+        headers = json.dumps(r.headers)
     at = r.received_at.isoformat()
     return (
         r.id,
@@ -307,19 +317,24 @@ def _from_row(row: tuple[Any, ...]) -> Received:
         scheme=scheme,
         reason=reason,
         status=status,
-        summary=summarize(bytes(body)),
     )
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def _open(path: Path, keep: int) -> tuple[sqlite3.Connection, list[tuple[Any, ...]]]:
+    """The file's connection (made ready for writing) and its last `keep` rows, newest first."""
+    conn = None
     try:
+        # The writer thread takes this connection over; it is never used from two at once.
         conn = sqlite3.connect(path, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute(_SCHEMA)
+        rows = conn.execute(_SELECT + "ORDER BY id DESC LIMIT ?", (keep,)).fetchall()
     except sqlite3.Error as exc:
-        raise ReceiverError(f"store: cannot open {path} as a SQLite file: {exc}") from exc
-    return conn
+        if conn is not None:
+            conn.close()
+        raise ReceiverError(f"store: cannot use {path} as a SQLite file: {exc}") from exc
+    return conn, rows
 
 
 class _Store:
@@ -334,8 +349,7 @@ class _Store:
 
     def open(self, keep: int) -> list[Received]:
         """Blocking: create the file if needed, start the writer; the last `keep` rows."""
-        self._conn = _connect(self._path)
-        rows = self._conn.execute(_SELECT + "ORDER BY id DESC LIMIT ?", (keep,)).fetchall()
+        self._conn, rows = _open(self._path, keep)
         self._thread.start()
         return [_from_row(row) for row in reversed(rows)]
 
@@ -388,14 +402,13 @@ class _Store:
 
 
 def _templates() -> jinja2.Environment:
-    env = jinja2.Environment(
+    return jinja2.Environment(
         loader=jinja2.PackageLoader("hookstage", "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    return env
 
 
 _CSP: Final = "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:"
@@ -464,13 +477,12 @@ class _Receiver:
             method=request.method,
             path=request.path,
             query=request.query_string,
-            headers=_redact(request.headers.items()),
+            headers=_redact(request.headers),
             body=body,
             verdict=check.verdict,
             scheme=check.scheme,
             reason=check.reason,
             status=status,
-            summary=summarize(body),
         )
         self._next_id += 1
         self._keep(received)
@@ -628,12 +640,23 @@ def _view(r: Received, limit: int | None) -> _View:
         reason=r.reason,
         status=r.status,
         summary=r.summary,
-        headers=r.headers,
+        headers=_shown_headers(r.headers),
         size=len(r.body),
         body_kind=kind,
         body=text[:limit] if truncated else text,
         truncated=truncated,
     )
+
+
+def _shown_headers(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """Headers as text: bytes that were not UTF-8 (kept exactly, as surrogates) shown as \\xNN."""
+    return tuple((name, _shown(value)) for name, value in headers)
+
+
+def _shown(value: str) -> str:
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _body_view(body: bytes) -> tuple[str, str]:
@@ -671,7 +694,7 @@ def _json(r: Received) -> dict[str, object]:
         "method": r.method,
         "path": r.path,
         "query": r.query,
-        "headers": [list(pair) for pair in r.headers],
+        "headers": _shown_headers(r.headers),
         "body": body,
         "body_encoding": encoding,
         "verdict": r.verdict,
@@ -764,22 +787,3 @@ async def serve(
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()
-
-
-def run(
-    config: ReceiverConfig,
-    *,
-    on_ready: Callable[[str], None] | None = None,
-    on_request: Callable[[Received], None] | None = None,
-) -> None:
-    """`serve` on uvloop where available, until Ctrl-C (which returns normally)."""
-    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        loop_factory = uvloop.new_event_loop
-    with (
-        contextlib.suppress(KeyboardInterrupt),
-        asyncio.Runner(loop_factory=loop_factory) as runner,
-    ):
-        runner.run(serve(config, on_ready=on_ready, on_request=on_request))

@@ -36,6 +36,7 @@ class Service:
     store: Store
     engine: Engine
     dispatcher: Dispatcher | None
+    server: asyncio.Task[None]
 
 
 def endpoint(settings: workflow.WebhookSettings) -> Endpoint:
@@ -73,7 +74,7 @@ async def running(config: ServiceConfig) -> AsyncIterator[Service]:
     if dispatcher is not None:
         tasks.append(asyncio.create_task(dispatcher.run()))
     try:
-        yield Service(f"http://{host}:{port}", store, engine, dispatcher)
+        yield Service(f"http://{host}:{port}", store, engine, dispatcher, tasks[0])
     finally:
         if dispatcher is not None:
             await dispatcher.stop(grace=10.0)
@@ -84,11 +85,11 @@ async def running(config: ServiceConfig) -> AsyncIterator[Service]:
 
 
 async def serve(config: ServiceConfig, *, on_ready: Callable[[str], None] | None = None) -> None:
-    """Run until cancelled (Ctrl-C)."""
+    """Run until cancelled, or until the HTTP server stops (it handles SIGINT and SIGTERM)."""
     async with running(config) as service:
         if on_ready is not None:
             on_ready(service.url)
-        await asyncio.Event().wait()
+        await asyncio.shield(service.server)
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -7,6 +7,7 @@ import base64
 import contextlib
 import hashlib
 import hmac
+import json
 import signal
 import sqlite3
 import sys
@@ -21,8 +22,16 @@ import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from yarl import URL
 
-from hookstage.receiver import Received, ReceiverConfig, Summary, serve, summarize
+from hookstage.receiver import (
+    Received,
+    ReceiverConfig,
+    ReceiverError,
+    Summary,
+    serve,
+    summarize,
+)
 
 SECRET = "s3cr3t-for-tests"
 TOKEN = "tok-abcdef0123456789"
@@ -396,9 +405,11 @@ async def test_store_reads_old_requests_beyond_the_memory_bound(tmp_path: Path) 
     assert "e0" in found[1]
 
 
-async def test_store_that_cannot_be_opened_is_a_clear_error(tmp_path: Path) -> None:
-    config = ReceiverConfig(store=tmp_path / "missing-dir" / "r.sqlite")
-    with pytest.raises(Exception, match="store"):
+@pytest.mark.parametrize("name", ["missing-dir/r.sqlite", "not-sqlite.txt"])
+async def test_store_that_cannot_be_used_is_a_clear_error(tmp_path: Path, name: str) -> None:
+    (tmp_path / "not-sqlite.txt").write_text("just some notes, not a database\n" * 100)
+    config = ReceiverConfig(store=tmp_path / name)
+    with pytest.raises(ReceiverError, match="store: cannot use"):
         async with running(config):
             pass
 
@@ -467,6 +478,34 @@ async def test_static_htmx_is_served() -> None:
         status, script = await get_text(f"{base}/static/htmx.min.js")
     assert status == 200
     assert "htmx" in script
+
+
+async def test_header_bytes_that_are_not_utf8_are_kept_exactly_and_shown_escaped(
+    tmp_path: Path,
+) -> None:
+    store = tmp_path / "odd.sqlite"
+    async with running(ReceiverConfig(store=store)) as base:
+        url = URL(base)
+        assert url.host is not None
+        assert url.port is not None
+        reader, writer = await asyncio.open_connection(url.host, url.port)
+        writer.write(
+            b"POST /hook HTTP/1.1\r\nHost: x\r\nX-Odd: caf\xe9 \xff\r\n"
+            b"Content-Length: 2\r\nConnection: close\r\n\r\n{}"
+        )
+        answer = await reader.read()
+        writer.close()
+        await writer.wait_closed()
+        page_status, page = await get_text(f"{base}/requests/1")
+        [kept] = await listing(base)
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert page_status == 200
+    assert "caf\\xe9 \\xff" in page
+    assert ["X-Odd", "caf\\xe9 \\xff"] in kept["headers"]
+    with contextlib.closing(sqlite3.connect(store)) as db:
+        (headers,) = db.execute("SELECT headers FROM requests").fetchone()
+    raw = {name: value.encode("utf-8", "surrogateescape") for name, value in json.loads(headers)}
+    assert raw["X-Odd"] == b"caf\xe9 \xff"
 
 
 async def test_binary_body_is_shown_as_hex() -> None:

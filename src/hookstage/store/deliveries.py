@@ -262,13 +262,10 @@ def _first_in_line() -> sa.ColumnElement[bool]:
         earlier.c.task_id == deliveries.c.task_id,
         earlier.c.stage_id == deliveries.c.stage_id,
         earlier.c.state == PENDING,
-        sa.or_(
-            earlier.c.created_at < deliveries.c.created_at,
-            sa.and_(
-                earlier.c.created_at == deliveries.c.created_at,
-                earlier.c.id < deliveries.c.id,
-            ),
-        ),
+        # The <= bound lets SQLite search ix_deliveries_task (task_id, created_at) instead of
+        # scanning every pending row per candidate (it picked ix_deliveries_state_due without).
+        earlier.c.created_at <= deliveries.c.created_at,
+        sa.or_(earlier.c.created_at < deliveries.c.created_at, earlier.c.id < deliveries.c.id),
     )
 
 
