@@ -301,7 +301,8 @@ class Dispatcher:
                 started_at = job.started_at = self._clock()
                 outcome = await self._attempt(claimed, endpoint, started_at)
         except asyncio.CancelledError:
-            self._put(self._interrupted(job) if job.started_at is not None else claimed.lease)
+            started = job.started_at
+            self._put(claimed.lease if started is None else self._interrupted(claimed, started))
             raise
         finally:
             self._jobs.discard(job)
@@ -338,8 +339,7 @@ class Dispatcher:
             policy, attempt=claimed.attempt, outcome=outcome, now=self._clock(), rand=self._rand()
         )
 
-    def _interrupted(self, job: _Job) -> AttemptResult:
-        started_at = job.started_at if job.started_at is not None else self._clock()
+    def _interrupted(self, claimed: Claimed, started_at: float) -> AttemptResult:
         now = self._clock()
         outcome = Outcome.failure(
             "cancelled",
@@ -347,7 +347,7 @@ class Dispatcher:
             duration_ms=(now - started_at) * 1000,
         )
         # Interrupted, not refused: due again at once (for this or another worker).
-        return _result(job.claimed, started_at, outcome, Decision.retry(now))
+        return _result(claimed, started_at, outcome, Decision.retry(now))
 
     async def _drain(self, grace: float) -> None:
         await self._cancel_jobs(job for job in self._jobs if job.started_at is None)

@@ -465,7 +465,9 @@ class Engine:
         )
         left = _history_entry(project, task, now, user, duration_ms)
         task = replace(task, stage_history=[*task.stage_history, left])
-        route = workflow.advance(project.workflow, task.stage_id, _facts(project, task), output=output)
+        route = workflow.advance(
+            project.workflow, task.stage_id, _facts(project, task), output=output
+        )
         return _Move(task, route, new=False, now=now)
 
     async def _write_moves(
@@ -830,7 +832,9 @@ def _parse_asset(index: int, item: Any, problems: list[tuple[str, str]]) -> _Ass
     metadata = _field(item, "metadata", dict, where, problems) or {}
     dataset = _field(item, "dataset", list, where, problems) or []
     if len(problems) == before:
-        problems.extend((f"{where}.{p}", m) for p, m in _format_problems({"metadata": metadata}, ""))
+        problems.extend(
+            (f"{where}.{p}", m) for p, m in _format_problems({"metadata": metadata}, "")
+        )
     if len(problems) > before:
         return None
     return _Asset(index, external_id, data_url, dataset, metadata, batch_names, context)
@@ -930,6 +934,7 @@ _TASK_STUB: dict[str, Any] = {
     "updatedAt": None,
     "updatedBy": None,
     "totalDuration": 0,
+    **EMPTY_ANNOTATIONS,
 }
 
 

@@ -434,6 +434,8 @@ async def test_stop_lets_requests_in_flight_finish_and_records_them(
     dispatcher = await start({"hook": _hub(receiver.url)})
     await receiver.wait_for(2)
     stopping = asyncio.create_task(dispatcher.stop(grace=DEADLINE))
+    done, _ = await asyncio.wait({stopping}, timeout=0.2)
+    assert not done  # stop is waiting for the answers
     receiver.gate.set()
     await stopping
     for delivery_id in ids:

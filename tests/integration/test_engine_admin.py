@@ -310,7 +310,6 @@ async def test_a_bad_key_request_is_refused(world: World, name: str, role: str, 
     assert await world.engine.list_keys() == []
 
 
-
 @pytest.mark.parametrize(
     ("filters", "says"), [({"state": "sent"}, "state"), ({"limit": 0}, "limit")]
 )

@@ -221,9 +221,7 @@ async def test_export_filters_by_stage_batch_and_time_of_change(world: World) ->
 
     assert ids(await exported(world, project.id, stage="review")) == sorted([night[0], day[0]])
     assert ids(await exported(world, project.id, batch="night")) == sorted(night)
-    assert ids(await exported(world, project.id, stage="Label", batch="night")) == sorted(
-        night[1:]
-    )
+    assert ids(await exported(world, project.id, stage="Label", batch="night")) == sorted(night[1:])
     assert ids(await exported(world, project.id, updated_since=changed_at)) == sorted(
         [night[0], day[0]]
     )

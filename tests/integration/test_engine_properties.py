@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hookstage import payload
 from hookstage.engine import Conflict, Submission
 from tests.support.engine import World, assets, car, opened, weather
 
@@ -63,11 +64,13 @@ async def apply(world: World, task_id: str, model: Model, step: Step) -> None:
     engine = world.engine
     allowed = {"submit": "Label", "accept": "review", "reject": "review"}.get(kind)
     if allowed is not None and model.stage != allowed:
+        refused = (
+            engine.submit(task_id, submission(arg), user="ann@example.com")
+            if kind == "submit"
+            else engine.review(task_id, accept=kind == "accept", user="rev@example.com")
+        )
         with pytest.raises(Conflict):
-            if kind == "submit":
-                await engine.submit(task_id, submission(arg), user="ann@example.com")
-            else:
-                await engine.review(task_id, accept=kind == "accept", user="rev@example.com")
+            await refused
         return
     if kind == "submit":
         await engine.submit(task_id, submission(arg), user="ann@example.com", duration_ms=arg)
@@ -84,12 +87,14 @@ async def apply(world: World, task_id: str, model: Model, step: Step) -> None:
 
 
 @settings(
-    max_examples=40,
+    max_examples=60,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(script=steps)
-async def test_random_steps_never_lose_a_task_or_a_webhook(world: World, script: list[Step]) -> None:
+async def test_random_steps_never_lose_a_task_or_a_webhook(
+    world: World, script: list[Step]
+) -> None:
     # One store for every example: each example has its own project.
     project = await world.project()
     ids = await world.imported(project.id, assets(TASKS))
@@ -109,6 +114,7 @@ async def test_random_steps_never_lose_a_task_or_a_webhook(world: World, script:
         assert len(bodies) == len(passed) == len(model.sent)
         assert [b["task"]["tools"] for b in bodies] == model.sent
         assert all(b["task"]["taskId"] == task_id for b in bodies)
+        assert all(payload.parse(b).task.taskId == task_id for b in bodies)
         assert task.total_duration == sum(h["duration"] for h in task.stage_history)
     infos = await world.engine.list_deliveries(project.id, limit=1000)
     assert len({i.id for i in infos}) == sum(len(m.sent) for m in models)

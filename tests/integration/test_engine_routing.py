@@ -55,40 +55,50 @@ OCCLUDED_CAR = Submission(tools=[car(1, occluded="Yes")])
 VISIBLE_CAR = Submission(tools=[car(1, occluded="No")])
 SUNNY = Submission(classifications=[weather(1)])
 ANN = "ann@example.com"
+NIGHT = {"kind": "batch", "batches": ["night"]}
+BY_BOB = {"kind": "annotator", "emails": ["bob@example.com"]}
+
+
+def case(
+    rules: list[dict[str, Any]],
+    submission: Submission,
+    output: str,
+    *,
+    user: str = ANN,
+    batches: Sequence[str] = (),
+) -> Any:
+    return pytest.param(rules, submission, user, list(batches), output)
 
 
 @pytest.mark.parametrize(
     ("rules", "submission", "user", "batches", "output"),
     [
-        ([present(CAR)], A_CAR, ANN, [], "out0"),
-        ([present(CAR)], NOTHING, ANN, [], "out1"),
-        ([present(CAR)], SUNNY, ANN, [], "out1"),
-        ([present(CAR, present=False)], NOTHING, ANN, [], "out0"),
-        ([present(CAR, present=False)], A_CAR, ANN, [], "out1"),
-        ([present(WEATHER)], SUNNY, ANN, [], "out0"),
+        case([present(CAR)], A_CAR, "out0"),
+        case([present(CAR)], NOTHING, "out1"),
+        case([present(CAR)], SUNNY, "out1"),
+        case([present(CAR, present=False)], NOTHING, "out0"),
+        case([present(CAR, present=False)], A_CAR, "out1"),
+        case([present(WEATHER)], SUNNY, "out0"),
         # A classification nested in a tool counts, and so does a chosen option.
-        ([present(OCCLUDED)], OCCLUDED_CAR, ANN, [], "out0"),
-        ([present(OCCLUDED)], A_CAR, ANN, [], "out1"),
-        ([present(OCCLUDED_YES)], OCCLUDED_CAR, ANN, [], "out0"),
-        ([present(OCCLUDED_YES)], VISIBLE_CAR, ANN, [], "out1"),
-        ([{"kind": "annotator", "emails": ["Ann@Example.com"]}], NOTHING, ANN, [], "out0"),
-        ([{"kind": "annotator", "emails": ["bob@example.com"]}], NOTHING, ANN, [], "out1"),
-        ([{"kind": "batch", "batches": ["night"]}], NOTHING, ANN, ["city", "night"], "out0"),
-        ([{"kind": "batch", "batches": ["night"]}], NOTHING, ANN, ["day"], "out1"),
-        ([{"kind": "batch", "batches": ["night"]}], NOTHING, ANN, [], "out1"),
+        case([present(OCCLUDED)], OCCLUDED_CAR, "out0"),
+        case([present(OCCLUDED)], A_CAR, "out1"),
+        case([present(OCCLUDED_YES)], OCCLUDED_CAR, "out0"),
+        case([present(OCCLUDED_YES)], VISIBLE_CAR, "out1"),
+        case([{"kind": "annotator", "emails": ["Ann@Example.com"]}], NOTHING, "out0"),
+        case([BY_BOB], NOTHING, "out1"),
+        case([BY_BOB], NOTHING, "out0", user="BOB@example.com"),
+        case([NIGHT], NOTHING, "out0", batches=["city", "night"]),
+        case([NIGHT], NOTHING, "out1", batches=["day"]),
+        case([NIGHT], NOTHING, "out1"),
         # The first rule that holds wins; none holding takes the last output.
-        (
-            [{"kind": "annotator", "emails": ["bob@example.com"]}, present(CAR)],
-            A_CAR,
-            ANN,
-            [],
-            "out1",
-        ),
-        ([{"kind": "annotator", "emails": ["bob@example.com"]}, present(CAR)], SUNNY, ANN, [], "out2"),
+        case([BY_BOB, present(CAR)], A_CAR, "out1"),
+        case([BY_BOB, present(CAR)], A_CAR, "out0", user="bob@example.com"),
+        case([BY_BOB, present(CAR)], SUNNY, "out2"),
     ],
 )
 async def test_a_logic_rule_routes_the_submitted_task(
     world: World,
+    *,
     rules: list[dict[str, Any]],
     submission: Submission,
     user: str,
@@ -141,17 +151,23 @@ async def test_logic_sends_each_task_to_the_webhook_its_rule_picks(world: World)
 async def test_logic_after_start_routes_at_import_by_batch(world: World) -> None:
     flow = [
         stage("Start", "Start", "logic"),
-        stage("logic", "Logic", "night-shift", "Label", rules=[{"kind": "batch", "batches": ["night"]}]),
+        stage("logic", "Logic", "night-shift", "Label", rules=[NIGHT]),
         stage("night-shift", "Label", "Complete"),
         stage("Label", "Label", "Complete"),
         stage("Complete", "Complete"),
     ]  # fmt: skip
     project = await world.project(flow)
-    night = await world.imported(project.id, [asset(1, batches=["night"]), asset(2, batches=["day", "night"])])
+    night = await world.imported(
+        project.id, [asset(1, batches=["night"]), asset(2, batches=["day", "night"])]
+    )
     day = await world.imported(project.id, [asset(3, batches=["day"]), asset(4, batches=[])])
 
-    assert sorted(t.id for t in await world.engine.list_tasks(project.id, stage="night-shift")) == sorted(night)
-    assert sorted(t.id for t in await world.engine.list_tasks(project.id, stage="Label")) == sorted(day)
+    assert sorted(
+        t.id for t in await world.engine.list_tasks(project.id, stage="night-shift")
+    ) == sorted(night)
+    assert sorted(t.id for t in await world.engine.list_tasks(project.id, stage="Label")) == sorted(
+        day
+    )
 
 
 # -- Hold -----------------------------------------------------------------------------------
@@ -247,9 +263,43 @@ async def test_release_into_a_webhook_enqueues_one_delivery_per_task(world: Worl
 
 
 async def test_release_needs_a_hold_stage(world: World) -> None:
-    project_id, night, day = await held_world(world)
+    project_id, _, _ = await held_world(world)
     with pytest.raises(Invalid, match="'Label' is a Label stage"):
         await world.engine.release(project_id, "Label", user="lead@example.com")
     with pytest.raises(NotFound, match="'hold'"):
         await world.engine.release(project_id, "holding", user="lead@example.com")
     assert await world.engine.count_tasks(project_id) == {"hold": 4}
+
+
+async def test_a_sample_sends_a_task_the_same_way_on_its_second_pass(world: World) -> None:
+    flow = [
+        stage("Start", "Start", "Label"),
+        stage("Label", "Label", "logic"),
+        stage("logic", "Logic", "check-a", "check-b", rules=[{"kind": "sample", "percent": 50}]),
+        stage("check-a", "Review", "Complete", "Label"),
+        stage("check-b", "Review", "Complete", "Label"),
+        stage("Complete", "Complete"),
+    ]
+    project = await world.project(flow)
+    ids = await world.imported(project.id, [asset(n) for n in range(10)])
+    first = {t: (await world.engine.submit(t, NOTHING, user=ANN)).stage_id for t in ids}
+    for task_id in ids:
+        await world.engine.review(task_id, accept=False, user="rev@example.com")
+    second = {t: (await world.engine.submit(t, A_CAR, user=ANN)).stage_id for t in ids}
+    assert second == first
+
+
+async def test_a_gate_webhook_keeps_the_task_in_the_stage(world: World) -> None:
+    flow = [
+        stage("Start", "Start", "Label"),
+        stage("Label", "Label", "hook"),
+        webhook("hook", "Complete", "failed", mode="gate"),
+        stage("Complete", "Complete"),
+        stage("failed", "Label", "Complete"),
+    ]
+    project = await world.project(flow)
+    [task_id] = await world.imported(project.id, [asset(1)])
+    moved = await world.engine.submit(task_id, A_CAR, user=ANN)
+    assert moved.stage_id == "hook"
+    [info] = await world.engine.list_deliveries(project.id)
+    assert (info.task_id, info.stage_id) == (task_id, "hook")

@@ -1,10 +1,8 @@
-"""The engine's steps (submit, review, requeue) over a real SQLite file: where the task goes,
+"""The engine's steps (submit, review) over a real SQLite file: where the task goes,
 what its history says, and the deliveries they enqueue in the same transaction."""
 
 from __future__ import annotations
 
-import asyncio
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,18 +11,16 @@ import orjson
 import pytest
 
 from hookstage import payload
-from hookstage.engine import Conflict, Engine, Invalid, NotFound, Submission, timestamp
-from hookstage.store import open_store
+from hookstage.engine import Conflict, Invalid, NotFound, Submission, timestamp
 from tests.support.engine import (
     NEAR,
     World,
-    asset,
     assets,
     car,
     labeled,
     opened,
-    standard_flow,
     stage,
+    standard_flow,
     weather,
 )
 
@@ -51,23 +47,15 @@ def near(a: dict[str, Any], b: dict[str, Any], **changes: Any) -> dict[str, Any]
     return {k: v for k, v in relation.items() if v is not None}
 
 
-async def one_task(world: World, flow: Any = None) -> tuple[str, str]:
-    project = await world.project(flow)
-    [task_id] = await world.imported(project.id, [asset(1, batches=["night", "city"])])
-    return project.id, task_id
-
-
 # -- submit ---------------------------------------------------------------------------------
 
 
 async def test_a_submit_moves_the_task_through_the_webhook_to_review(world: World) -> None:
-    project_id, task_id = await one_task(world)
+    _, task_id = await world.one_task()
     before = await world.engine.get_task(task_id)
     imported_at = world.clock.now
     submitted_at = world.clock.advance(30)
-    moved = await world.engine.submit(
-        task_id, labeled(1), user="ann@example.com", duration_ms=1500
-    )
+    moved = await world.engine.submit(task_id, labeled(1), user="ann@example.com", duration_ms=1500)
 
     assert moved == await world.engine.get_task(task_id)
     assert (moved.stage_id, moved.version) == ("review", before.version + 1)
@@ -95,12 +83,16 @@ async def test_a_submit_moves_the_task_through_the_webhook_to_review(world: Worl
 
 
 async def test_a_submit_enqueues_exactly_one_webhook_in_the_seed_shape(world: World) -> None:
-    project_id, task_id = await one_task(world)
+    project_id, task_id = await world.one_task()
     world.clock.advance(30)
     await world.engine.submit(task_id, labeled(1), user="ann@example.com", duration_ms=1500)
 
     [info] = await world.engine.list_deliveries(project_id)
-    assert (info.stage_id, info.task_id, info.external_id) == ("webhook", task_id, "street-0001.jpg")
+    assert (info.stage_id, info.task_id, info.external_id) == (
+        "webhook",
+        task_id,
+        "street-0001.jpg",
+    )
     assert (info.state, info.attempts, info.due_at) == ("pending", 0, world.clock.now)
     detail = await world.engine.get_delivery(info.id)
     body = orjson.loads(detail.body)
@@ -119,7 +111,7 @@ async def test_a_submit_enqueues_exactly_one_webhook_in_the_seed_shape(world: Wo
 
 
 async def test_an_ango_2025_stage_sends_its_own_shape(world: World) -> None:
-    project_id, task_id = await one_task(world, standard_flow(format="ango-2025"))
+    project_id, task_id = await world.one_task(standard_flow(format="ango-2025"))
     await world.engine.submit(task_id, labeled(1), user="ann@example.com", duration_ms=700)
 
     [body] = await world.bodies(project_id)
@@ -138,8 +130,10 @@ async def test_an_ango_2025_duration_is_the_labelers_even_after_a_logic_stage(
 ) -> None:
     flow = standard_flow(format="ango-2025")
     flow[1]["next"] = ["logic"]
-    flow.append(stage("logic", "Logic", "webhook", "webhook", rules=[{"kind": "sample", "percent": 50}]))
-    project_id, task_id = await one_task(world, flow)
+    flow.append(
+        stage("logic", "Logic", "webhook", "webhook", rules=[{"kind": "sample", "percent": 50}])
+    )
+    project_id, task_id = await world.one_task(flow)
     await world.engine.submit(task_id, labeled(1), user="ann@example.com", duration_ms=700)
 
     [body] = await world.bodies(project_id)
@@ -173,7 +167,7 @@ async def test_an_ango_2025_duration_is_the_labelers_even_after_a_logic_stage(
 async def test_a_refused_submit_names_the_field_and_changes_nothing(
     world: World, submission: Submission, path: str
 ) -> None:
-    project_id, task_id = await one_task(world)
+    project_id, task_id = await world.one_task()
     before = await world.engine.get_task(task_id)
     world.clock.advance(5)
 
@@ -188,7 +182,7 @@ async def test_a_refused_submit_names_the_field_and_changes_nothing(
 
 
 async def test_only_a_task_at_label_or_start_can_be_submitted(world: World) -> None:
-    project_id, task_id = await one_task(world)
+    project_id, task_id = await world.one_task()
     await world.engine.submit(task_id, labeled(1), user="ann@example.com")
     at_review = await world.engine.get_task(task_id)
 
@@ -217,14 +211,14 @@ async def test_only_a_task_at_label_or_start_can_be_submitted(world: World) -> N
 async def test_a_submit_needs_a_user_and_a_whole_duration(
     world: World, kwargs: dict[str, Any], field: str
 ) -> None:
-    _, task_id = await one_task(world)
+    _, task_id = await world.one_task()
     with pytest.raises(Invalid, match=field):
         await world.engine.submit(task_id, labeled(1), **kwargs)
     assert (await world.engine.get_task(task_id)).stage_id == "Label"
 
 
 async def test_an_unknown_task_is_not_found(world: World) -> None:
-    await one_task(world)
+    await world.one_task()
     with pytest.raises(NotFound, match="nope"):
         await world.engine.submit("nope", labeled(1), user="ann@example.com")
 
@@ -255,7 +249,7 @@ async def test_accept_takes_the_first_output_reject_the_second(world: World) -> 
 
 
 async def test_a_refused_review_changes_nothing(world: World) -> None:
-    project_id, task_id = await one_task(world)
+    _, task_id = await world.one_task()
     await world.engine.submit(task_id, labeled(1), user="ann@example.com")
     before = await world.engine.get_task(task_id)
     bad = Submission(classifications=[weather(1, "Foggy")])
@@ -265,14 +259,12 @@ async def test_a_refused_review_changes_nothing(world: World) -> None:
 
 
 async def test_a_rejected_task_labeled_again_is_delivered_again(world: World) -> None:
-    project_id, task_id = await one_task(world)
+    project_id, task_id = await world.one_task()
     await world.engine.submit(task_id, labeled(1), user="ann@example.com", duration_ms=1000)
     world.clock.advance(10)
     await world.engine.review(task_id, accept=False, user="rev@example.com", duration_ms=250)
     world.clock.advance(10)
-    again = await world.engine.submit(
-        task_id, labeled(2), user="bob@example.com", duration_ms=2000
-    )
+    again = await world.engine.submit(task_id, labeled(2), user="bob@example.com", duration_ms=2000)
     done = await world.engine.review(task_id, accept=True, user="rev@example.com", duration_ms=50)
 
     infos = await world.engine.list_deliveries(project_id, task_id=task_id, stage_id="webhook")
@@ -299,148 +291,8 @@ async def test_a_rejected_task_labeled_again_is_delivered_again(world: World) ->
     assert len(world.wakes) == 2
 
 
-# -- requeue --------------------------------------------------------------------------------
-
-
-async def test_requeue_sends_a_task_back_and_records_it(world: World) -> None:
-    project_id, task_id = await one_task(world)
-    await world.engine.submit(task_id, labeled(1), user="ann@example.com")
-    at = world.clock.advance(60)
-
-    back = await world.engine.requeue(task_id, "Label", user="manager@example.com")
-    assert back == await world.engine.get_task(task_id)
-    assert back.stage_id == "Label"
-    left = back.stage_history[-1]
-    assert (left["stage"], left["stageId"], left["completedBy"]) == (
-        "Review",
-        "review",
-        "manager@example.com",
-    )
-    assert left["completedAt"] == timestamp(at)
-    assert back.annotations["tools"] == labeled(1).tools  # the work is kept
-    assert len(await world.engine.list_deliveries(project_id)) == 1
-
-    await world.engine.submit(task_id, labeled(2), user="ann@example.com")
-    assert len(await world.engine.list_deliveries(project_id)) == 2
-
-
-async def test_requeue_into_a_webhook_stage_fires_it(world: World) -> None:
-    project_id, task_id = await one_task(world)
-    moved = await world.engine.requeue(task_id, "webhook", user="manager@example.com")
-    assert moved.stage_id == "review"
-    [body] = await world.bodies(project_id)
-    assert body["task"]["taskId"] == task_id
-    assert body["task"]["tools"] == []
-    assert len(world.wakes) == 1
-
-
-async def test_requeue_to_an_unknown_stage_names_the_known_ones(world: World) -> None:
-    _, task_id = await one_task(world)
-    before = await world.engine.get_task(task_id)
-    with pytest.raises(NotFound) as refused:
-        await world.engine.requeue(task_id, "Labelling", user="manager@example.com")
-    for known in ("'Start'", "'Label'", "'webhook'", "'review'", "'Complete'"):
-        assert known in refused.value.message
-    assert "'Labelling'" in refused.value.message
-    assert await world.engine.get_task(task_id) == before
-
-
-# -- waking the dispatcher ------------------------------------------------------------------
-
-
-async def test_on_enqueue_runs_after_the_commit_of_each_step_that_enqueued(
-    tmp_path: Path,
-) -> None:
-    path = tmp_path / "db.sqlite"
-    seen: list[int] = []
-
-    def committed() -> None:
-        # Another connection already sees the deliveries: the step had committed.
-        with sqlite3.connect(path) as other:
-            seen.append(other.execute("SELECT count(*) FROM deliveries").fetchone()[0])
-
-    store = await open_store(path)
-    try:
-        engine = Engine(store, on_enqueue=committed)
-        project = await engine.create_project(
-            name="p",
-            category_schema={"tools": [], "classifications": [], "relations": []},
-            workflow_json=standard_flow(),
-        )
-        first, second = (await engine.import_assets(project.id, assets(2))).created
-        assert seen == []  # the import entered no Webhook stage
-        with pytest.raises(Invalid):
-            await engine.submit(first, Submission(tools=[car(1)]), user="ann@example.com")
-        assert seen == []  # refused: nothing committed
-        await engine.submit(first, Submission(), user="ann@example.com")
-        assert seen == [1]
-        await engine.review(first, accept=False, user="rev@example.com")
-        await engine.requeue(second, "review", user="manager@example.com")
-        assert seen == [1]  # to Label, to Review: no Webhook entered
-        await engine.submit(first, Submission(), user="ann@example.com")
-        assert seen == [1, 2]
-    finally:
-        await store.close()
-
-
-# -- concurrency ----------------------------------------------------------------------------
-
-
-async def test_two_submits_of_one_task_at_once_make_one_move(world: World) -> None:
-    project_id, task_id = await one_task(world)
-    before = await world.engine.get_task(task_id)
-    results = await asyncio.gather(
-        world.engine.submit(task_id, labeled(1), user="ann@example.com"),
-        world.engine.submit(task_id, labeled(2), user="bob@example.com"),
-        return_exceptions=True,
-    )
-    [won] = [r for r in results if not isinstance(r, BaseException)]
-    [lost] = [r for r in results if isinstance(r, BaseException)]
-    assert isinstance(lost, Conflict)
-    assert won == await world.engine.get_task(task_id)
-    assert won.version == before.version + 1
-    [body] = await world.bodies(project_id)
-    assert body["task"]["updatedBy"] == won.updated_by
-
-
-async def test_two_engines_on_one_file_submit_one_task_once(
-    world: World, tmp_path: Path
-) -> None:
-    """As two `serve` processes would: separate stores, separate connections."""
-    project_id, task_id = await one_task(world)
-    before = await world.engine.get_task(task_id)
-    other_store = await open_store(tmp_path / "db.sqlite")
-    try:
-        other = Engine(other_store)
-        results = await asyncio.gather(
-            *(
-                engine.submit(task_id, labeled(n), user=f"user{n}@example.com")
-                for n, engine in enumerate([world.engine, other, world.engine, other])
-            ),
-            return_exceptions=True,
-        )
-    finally:
-        await other_store.close()
-    assert sum(not isinstance(r, BaseException) for r in results) == 1
-    assert all(isinstance(r, Conflict) for r in results if isinstance(r, BaseException))
-    assert len(await world.engine.list_deliveries(project_id)) == 1
-    assert (await world.engine.get_task(task_id)).version == before.version + 1
-
-
-async def test_submits_of_different_tasks_at_once_all_go_through(world: World) -> None:
-    project = await world.project()
-    ids = await world.imported(project.id, assets(6))
-    await asyncio.gather(
-        *(world.engine.submit(t, labeled(n), user="ann@example.com") for n, t in enumerate(ids))
-    )
-    assert await world.engine.count_tasks(project.id) == {"review": 6}
-    infos = await world.engine.list_deliveries(project.id)
-    assert sorted(i.task_id for i in infos) == sorted(ids)
-
-
-
 async def test_every_accepted_submission_gives_a_body_a_receiver_parses(world: World) -> None:
-    project_id, task_id = await one_task(world)
+    project_id, task_id = await world.one_task()
     full = Submission(
         tools=[car(1, occluded="Yes") | {"page": 0}, car(2)],
         classifications=[weather(1)],

@@ -10,7 +10,6 @@ import hmac
 import json
 import signal
 import sqlite3
-import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -32,6 +31,7 @@ from hookstage.receiver import (
     serve,
     summarize,
 )
+from tests.support.process import hookstage, started
 
 SECRET = "s3cr3t-for-tests"
 TOKEN = "tok-abcdef0123456789"
@@ -363,30 +363,14 @@ async def test_store_keeps_exact_bytes_across_a_restart(tmp_path: Path) -> None:
     assert "Symbol Secondary Usage - White.png" in page
 
 
-async def test_run_stops_on_ctrl_c_and_flushes_the_store(tmp_path: Path) -> None:
+async def test_listen_stops_on_ctrl_c_and_flushes_the_store(tmp_path: Path) -> None:
     store = tmp_path / "ctrl-c.sqlite"
-    script = (
-        "import sys; from pathlib import Path\n"
-        "from hookstage.receiver import ReceiverConfig, run\n"
-        "run(ReceiverConfig(port=0, quiet=True, store=Path(sys.argv[1])),"
-        " on_ready=lambda url: print(url, flush=True))\n"
-        "print('stopped', flush=True)\n"
-    )
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", script, str(store), stdout=asyncio.subprocess.PIPE
-    )
-    assert process.stdout is not None
-    try:
-        base = (await asyncio.wait_for(process.stdout.readline(), 20)).decode().strip()
+    args = hookstage("listen", "--port", "0", "--quiet", "--store", str(store))
+    with started(args, r"listening on (http://\S+)/hook") as listener:
+        base = listener.match.group(1)
         assert await post(f"{base}/hook", b'{"externalId": "kept"}') == (200, "ok")
-        process.send_signal(signal.SIGINT)
-        rest = await asyncio.wait_for(process.stdout.read(), 20)
-        assert await asyncio.wait_for(process.wait(), 20) == 0
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert rest.decode().strip() == "stopped"
+        listener.process.send_signal(signal.SIGINT)
+        assert listener.process.wait(timeout=20) == 0
     with contextlib.closing(sqlite3.connect(store)) as db:
         assert db.execute("SELECT body FROM requests").fetchall() == [(b'{"externalId": "kept"}',)]
 

@@ -77,9 +77,10 @@ def stage(stage_id: str, stage_type: str, *targets: str, **settings: Any) -> Jso
     return {"id": stage_id, "type": stage_type, "name": stage_id, "next": list(targets)} | settings
 
 
-def webhook(stage_id: str, target: str, **settings: Any) -> Json:
+def webhook(stage_id: str, *targets: str, **settings: Any) -> Json:
+    """A Webhook stage signing with SECRET to HOOK_URL."""
     auth = {"type": "secret", "secret": SECRET}
-    return stage(stage_id, "Webhook", target, url=HOOK_URL, auth=auth) | settings
+    return stage(stage_id, "Webhook", *targets, url=HOOK_URL, auth=auth) | settings
 
 
 def standard_flow(*, format: str = "ango-2023") -> list[Json]:
@@ -168,6 +169,12 @@ class World:
     async def imported(self, project_id: str, items: Sequence[Json]) -> list[str]:
         return (await self.engine.import_assets(project_id, items)).created
 
+    async def one_task(self, flow: Any = None) -> tuple[str, str]:
+        """A new project with one task, in batches "night" and "city": (project id, task id)."""
+        project = await self.project(flow)
+        [task_id] = await self.imported(project.id, [asset(1, batches=["night", "city"])])
+        return project.id, task_id
+
     async def bodies(self, project_id: str, **filters: Any) -> list[Json]:
         """The bodies of a project's deliveries, oldest first, parsed."""
         found = await self.engine.list_deliveries(project_id, **filters)
@@ -176,7 +183,9 @@ class World:
 
     async def rows(self, table: sa.Table) -> int:
         async with self.store.read() as conn:
-            return int((await conn.execute(sa.select(sa.func.count()).select_from(table))).scalar_one())
+            return int(
+                (await conn.execute(sa.select(sa.func.count()).select_from(table))).scalar_one()
+            )
 
     async def counts(self) -> tuple[int, int, int]:
         """(tasks, batches, deliveries) stored, in every project."""
