@@ -1,9 +1,10 @@
 """Claim, send, record: the loop that empties the outbox.
 
 One dispatcher runs in ``serve`` or in each ``worker`` process. It claims due deliveries
-with a lease, sends each through one keep-alive HTTP session under a global and a
-per-endpoint concurrency limit, and hands every outcome to one writer task that records
-them in groups (one transaction per group: durable without a commit per delivery).
+with a lease and sends each through one keep-alive HTTP session under a global and a
+per-endpoint concurrency limit. One task talks to the store: each of its turns records the
+attempts that finished since the last turn and claims as many new deliveries as there is
+room for, in one transaction (durable without a commit per delivery).
 
 Isolation: a delivery waits for its endpoint's slot before it takes a global one, and an
 endpoint with a full queue is left out of the next claims, so a black-holed endpoint holds
@@ -20,11 +21,11 @@ import random
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
-
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hookstage import __version__
 from hookstage.retry import Decision, RetryPolicy, decide
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 
 _USER_AGENT = f"hookstage/{__version__}"
 _GROUP_MAX = 200
-_COMMIT_TRIES = 3
+_TURN_TRIES = 3
 
 
 @dataclass(frozen=True)
@@ -156,11 +157,14 @@ class Dispatcher:
         self._slots: dict[str, _Slot] = {}
         self._stage_urls: dict[tuple[str, str], str] = {}
         self._global = asyncio.Semaphore(concurrency)
-        self._db_lock = asyncio.Lock()
-        self._results: asyncio.Queue[_Item | None] = asyncio.Queue()
+        # Finished attempts and unused claims, waiting for the next turn to record them.
+        self._finished: deque[_Item] = deque()
+        self._failed_turns = 0
         self._nudge = asyncio.Event()
+        self._stop_requested = asyncio.Event()
         self._stopped = asyncio.Event()
         self._stopping = False
+        self._closing = False
         self._running = False
         self._grace = 10.0
 
@@ -171,11 +175,30 @@ class Dispatcher:
         Call it from the dispatcher's event loop."""
         self._nudge.set()
 
+    def state(self) -> dict[str, Any]:
+        """A snapshot for health checks and the dashboard. ``circuits`` is keyed by URL:
+        "saturated" while an endpoint's queue is full and claims skip its stages."""
+        circuits = {
+            url: {
+                "state": "saturated" if slot.backlog >= self._allowance else "closed",
+                "queued": slot.backlog,
+            }
+            for url, slot in self._slots.items()
+        }
+        return {
+            "worker": self.worker_id,
+            "running": self._running and not self._stopping,
+            "in_flight": sum(1 for job in self._jobs if job.started_at is not None),
+            "claimed": len(self._outstanding),
+            "circuits": circuits,
+        }
+
     async def stop(self, grace: float = 10.0) -> None:
         """Stop claiming, give requests in flight up to ``grace`` seconds, record what
         finished and release the rest. Returns when ``run()`` has returned."""
         self._grace = grace
         self._stopping = True
+        self._stop_requested.set()
         self._nudge.set()
         if self._running:
             await self._stopped.wait()
@@ -186,71 +209,102 @@ class Dispatcher:
             raise RuntimeError("this dispatcher is already running")
         self._running = True
         self._stopped.clear()
-        writer = asyncio.create_task(self._write_loop(), name="hookstage-dispatcher-writer")
+        turns = asyncio.create_task(self._store_loop(), name="hookstage-dispatcher-store")
         try:
-            await self._claim_loop()
+            await self._stop_requested.wait()
             await self._drain(self._grace)
         finally:
             await self._cancel_jobs(self._jobs)
-            self._results.put_nowait(None)
-            await writer
+            self._closing = True
+            self._nudge.set()
+            await turns
             if self._owns_transport:
                 await self._transport.aclose()
             self._running = False
             self._stopped.set()
 
-    @contextlib.asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
-        # One transaction at a time from this dispatcher: the claim loop and the writer
-        # queue here instead of in SQLite's busy handler, which sleeps in coarse steps.
-        async with self._db_lock, self.store.transaction() as conn:
-            yield conn
+    # -- the store: one task, one transaction per turn -----------------------------------------
 
-    # -- claiming ---------------------------------------------------------------------------
-
-    async def _claim_loop(self) -> None:
-        while not self._stopping:
+    async def _store_loop(self) -> None:
+        """Each turn records what finished and claims what there is room for, in one
+        transaction: half the commits of doing each apart, and never two at once."""
+        wait = 0.0
+        while True:
+            if wait:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._nudge.wait(), wait)
+                if self._linger_seconds and len(self._finished) < _GROUP_MAX:
+                    await asyncio.sleep(self._linger_seconds)  # let a burst share the turn
             self._nudge.clear()
-            room = self._capacity - len(self._outstanding)
-            # No room: the writer nudges after each commit that frees some.
-            wait = self._poll_seconds
-            if room > 0:
-                try:
-                    wait = await self._claim(min(room, self._batch))
-                except Exception:
-                    log.exception("claiming deliveries failed; trying again shortly")
-                if wait == 0:
-                    continue  # a backlog: keep claiming while there is room
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._nudge.wait(), wait)
+            if self._closing and not self._finished:
+                return
+            wait = await self._turn()
 
-    async def _claim(self, limit: int) -> float:
-        """Claim and start up to `limit` deliveries; return how long to wait before the
-        next look (0: the batch was full, more may be due)."""
+    async def _turn(self) -> float:
+        """One turn; returns how long to wait for a nudge before the next (0: go on)."""
+        items = [self._finished.popleft() for _ in range(min(len(self._finished), _GROUP_MAX))]
+        room = 0 if self._stopping else self._capacity - len(self._outstanding) + len(items)
+        limit = min(room, self._batch)
+        if not items and limit <= 0:
+            return self._poll_seconds  # a finished attempt nudges
         now = self._clock()
-        async with self._transaction() as conn:
-            claimed = await claim(
-                conn,
-                now=now,
-                lease_seconds=self._lease_seconds,
-                worker=self.worker_id,
-                limit=limit,
-                dialect=self.store.dialect,
-                exclude=self._saturated(),
-            )
-            due = None if len(claimed) == limit else await next_due_at(conn)
+        try:
+            claimed, due = await self._exchange(items, limit, now)
+        except Exception:
+            return self._turn_failed(items)
+        self._failed_turns = 0
+        for item in items:
+            self._outstanding.discard(item if isinstance(item, Lease) else item.lease)
+        await self._launch(claimed)
+        if self._finished or self._closing or (limit > 0 and len(claimed) == limit):
+            return 0.0  # more to record (or closing), or a backlog to keep claiming from
+        # Due by `now` yet not claimed means held back (its endpoint full, an earlier
+        # delivery of its task pending, another worker's row lock): a turn that records
+        # something looks again, or the poll does.
+        if limit <= 0 or due is None or due <= now:
+            return self._poll_seconds
+        return min(due - now, self._poll_seconds)
+
+    async def _exchange(
+        self, items: list[_Item], limit: int, now: float
+    ) -> tuple[list[Claimed], float | None]:
+        results = [item for item in items if isinstance(item, AttemptResult)]
+        leases = [item for item in items if isinstance(item, Lease)]
+        claimed: list[Claimed] = []
+        due = None
+        async with self.store.transaction() as conn:
+            await record_results(conn, results)
+            await release_leases(conn, leases, now=now)
+            if limit > 0:
+                claimed = await claim(
+                    conn,
+                    now=now,
+                    lease_seconds=self._lease_seconds,
+                    worker=self.worker_id,
+                    limit=limit,
+                    dialect=self.store.dialect,
+                    exclude=self._saturated(),
+                )
+                if len(claimed) < limit:
+                    due = await next_due_at(conn)
+        return claimed, due
+
+    def _turn_failed(self, items: list[_Item]) -> float:
+        self._failed_turns += 1
+        log.exception("delivery bookkeeping failed (%d in a row)", self._failed_turns)
+        if self._failed_turns < _TURN_TRIES:
+            self._finished.extendleft(reversed(items))  # nothing was written: try again
+        else:
+            # Unrecorded claims come back when their leases expire: at least once holds.
+            for item in items:
+                self._outstanding.discard(item if isinstance(item, Lease) else item.lease)
+        return min(self._poll_seconds, 0.2 * self._failed_turns)
+
+    async def _launch(self, claimed: list[Claimed]) -> None:
         endpoints = await self._resolve_all({(c.project_id, c.stage_id) for c in claimed})
         for item in claimed:
             self._outstanding.add(item.lease)
             self._start(item, endpoints[item.project_id, item.stage_id])
-        if len(claimed) == limit:
-            return 0.0
-        # Due by `now` yet not claimed means held back (its endpoint full, an earlier
-        # delivery of its task pending, another worker's row lock): a commit nudges, or
-        # the poll looks again.
-        if due is None or due <= now:
-            return self._poll_seconds
-        return min(due - now, self._poll_seconds)
 
     def _saturated(self) -> list[tuple[str, str]]:
         full = {url for url, slot in self._slots.items() if slot.backlog >= self._allowance}
@@ -364,40 +418,7 @@ class Dispatcher:
     # -- recording --------------------------------------------------------------------------
 
     def _put(self, item: _Item) -> None:
-        self._results.put_nowait(item)
-
-    async def _write_loop(self) -> None:
-        while True:
-            first = await self._results.get()
-            if first is not None and self._linger_seconds and self._results.qsize() < _GROUP_MAX:
-                # A short wait lets a burst share one commit.
-                await asyncio.sleep(self._linger_seconds)
-            group = [first]
-            while len(group) < _GROUP_MAX and not self._results.empty():
-                group.append(self._results.get_nowait())
-            items = [item for item in group if item is not None]
-            if items:
-                await self._commit(items)
-            if None in group:
-                return
-
-    async def _commit(self, items: list[_Item]) -> None:
-        results = [item for item in items if isinstance(item, AttemptResult)]
-        leases = [item for item in items if isinstance(item, Lease)]
-        for attempt in range(1, _COMMIT_TRIES + 1):
-            try:
-                async with self._transaction() as conn:
-                    await record_results(conn, results)
-                    await release_leases(conn, leases, now=self._clock())
-                break
-            except Exception:
-                # Unrecorded claims come back when their leases expire: at least once holds.
-                log.exception("recording %d result(s) failed (try %d)", len(items), attempt)
-                if attempt < _COMMIT_TRIES:
-                    await asyncio.sleep(0.2 * attempt)
-        for item in results:
-            self._outstanding.discard(item.lease)
-        self._outstanding.difference_update(leases)
+        self._finished.append(item)
         self._nudge.set()
 
 

@@ -14,6 +14,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
+
+from hookstage.egress import ERROR_CLASS as EGRESS_REFUSED
+from hookstage.egress import EgressRefused
 
 __all__ = [
     "MAX_RESPONSE_BODY",
@@ -30,19 +34,21 @@ _MAX_ERROR_TEXT = 500
 
 @dataclass(frozen=True)
 class OutboundRequest:
-    """One POST. Headers carry signatures and maybe a bearer token: kept out of repr."""
+    """One POST. Headers carry signatures and maybe a bearer token: kept out of repr.
+    ``ssl``: the TLS context to verify an https receiver with (None: the system's CAs)."""
 
     url: str
     body: bytes = field(repr=False)
     headers: Mapping[str, str] = field(repr=False)
     timeout: float = 10.0
+    ssl: ssl.SSLContext | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
 class Outcome:
     """How one request ended: an HTTP answer (``status``) or a network error
     (``error_class`` such as "timeout", "connect", "refused", "reset", "tls", "dns",
-    "protocol", with a human ``error`` message)."""
+    "protocol", "egress-refused", with a human ``error`` message)."""
 
     status: int | None
     headers: Mapping[str, str] = field(default_factory=dict)
@@ -76,7 +82,8 @@ class AiohttpTransport:
     ``limit`` bounds all connections, ``limit_per_host`` those to one host; the dispatcher
     bounds concurrency itself, so these only need to be at least as large. ``socket_factory``
     is passed to aiohttp's connector, which calls it with the exact address of every
-    connection attempt (the place for an egress guard to refuse one by raising OSError).
+    connection attempt (the place for an egress guard to refuse one by raising OSError);
+    ``resolver`` replaces aiohttp's DNS resolver (closed with the transport).
     """
 
     def __init__(
@@ -87,12 +94,14 @@ class AiohttpTransport:
         connect_timeout: float = 10.0,
         max_body: int = MAX_RESPONSE_BODY,
         socket_factory: aiohttp.SocketFactoryType | None = None,
+        resolver: AbstractResolver | None = None,
     ) -> None:
         self._limit = limit
         self._limit_per_host = limit_per_host
         self._connect_timeout = connect_timeout
         self._max_body = max_body
         self._socket_factory = socket_factory
+        self._resolver = resolver
         self._session: aiohttp.ClientSession | None = None
 
     def _open(self) -> aiohttp.ClientSession:
@@ -101,6 +110,7 @@ class AiohttpTransport:
                 limit=self._limit,
                 limit_per_host=self._limit_per_host,
                 socket_factory=self._socket_factory,
+                resolver=self._resolver,
             )
             # No cookie jar: one receiver's cookies must never reach another.
             self._session = aiohttp.ClientSession(
@@ -121,6 +131,7 @@ class AiohttpTransport:
                 headers=dict(request.headers),
                 allow_redirects=False,
                 timeout=timeout,
+                ssl=True if request.ssl is None else request.ssl,
             ) as response:
                 body = await _read_start(response.content, self._max_body)
                 headers = {key: ", ".join(response.headers.getall(key)) for key in response.headers}
@@ -134,6 +145,8 @@ class AiohttpTransport:
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
+        if self._resolver is not None:
+            await self._resolver.close()
 
 
 async def _read_start(stream: aiohttp.StreamReader, limit: int) -> bytes:
@@ -156,6 +169,9 @@ def classify_error(exc: BaseException, *, timeout: float) -> tuple[str, str]:
     """(error_class, message) for an exception raised while sending."""
     if isinstance(exc, TimeoutError):  # aiohttp's timeouts subclass it too
         return "timeout", f"no complete answer within {timeout:g} s"
+    refused = getattr(exc, "os_error", exc)
+    if isinstance(refused, EgressRefused):
+        return EGRESS_REFUSED, _message(refused)
     return _error_class(exc), _message(exc)
 
 

@@ -3,8 +3,9 @@
 A workflow is a JSON list of stages, each ``{"id", "type", "name", "next": [stage ids]}``
 plus its type's own settings; ``{"stages": [...]}`` is accepted too. :func:`parse` checks
 everything at once and raises one :class:`WorkflowError` that lists every problem.
-:func:`to_json` gives the JSON back with secrets masked unless asked; :func:`merge_secrets`
-lets an admin re-save a workflow without typing its secrets again. :func:`enter` and
+:func:`to_json` gives the JSON back with secrets masked unless asked (or sealed, for the store:
+``parse(..., unseal=...)`` opens them); :func:`merge_secrets` lets an admin re-save a workflow
+without typing its secrets again. :func:`enter` and
 :func:`advance` route a task through the automatic stages to the stage where it waits.
 
 Pure: no I/O, no clock, no randomness (the ``sample`` rule hashes the task and stage ids).
@@ -30,9 +31,11 @@ import copy
 import hashlib
 import hmac
 import math
+import ssl
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import IntEnum, StrEnum
 from fractions import Fraction
 from types import MappingProxyType
@@ -84,6 +87,7 @@ __all__ = [
     "passes_through",
     "releasable",
     "rule_matches",
+    "stored_secrets",
     "to_json",
     "waits",
     "webhook_stages",
@@ -124,6 +128,10 @@ _SIGNATURES: Final = ("hub-256", "standard")
 _MODES: Final = ("pass", "gate")
 _TIMEOUT_MS: Final = (100, 15000, 120000)  # min, default, max
 _URL_MAX: Final = 2048
+CA_BUNDLE_MAX: Final = 256 * 1024
+_PEM_CERTIFICATE: Final = "-----BEGIN CERTIFICATE-----"
+# Where a Webhook stage keeps write-only values, inside its auth.
+_SECRET_FIELDS: Final = ("secret", "token", "previousSecret")
 # Shorter secrets show no tail at all: four characters of an eight-character secret is
 # half of it.
 _LAST4_MIN_LENGTH: Final = 12
@@ -274,9 +282,24 @@ class NoAuth:
 
 @dataclass(frozen=True)
 class SecretAuth:
-    """Sign with the secret: ``X-Hub-Signature`` (HMAC-SHA1), plus ``signatures``."""
+    """Sign with the secret: ``X-Hub-Signature`` (HMAC-SHA1), plus ``signatures``.
+
+    During a rotation ``previous`` (the old secret) stays in use until ``previous_until``
+    (epoch seconds): Standard Webhooks then carries a signature with each, so receivers can
+    switch at any moment of the overlap; the hub headers, which hold one value, sign with
+    the newest.
+    """
 
     secret: Secret
+    previous: Secret | None = None
+    previous_until: float | None = None
+
+    def secrets_at(self, now: float) -> tuple[Secret, ...]:
+        """The secrets to sign with at ``now``, newest first."""
+        until = self.previous_until
+        if self.previous is not None and until is not None and now < until:
+            return (self.secret, self.previous)
+        return (self.secret,)
 
 
 @dataclass(frozen=True)
@@ -295,6 +318,8 @@ class WebhookSettings:
     signatures: tuple[SignatureScheme, ...] = ()
     timeout_ms: int = _TIMEOUT_MS[1]
     mode: WebhookMode = "pass"
+    # PEM CA certificates that alone are trusted for this URL's TLS (None: the system's).
+    ca_bundle: str | None = None
 
 
 Settings: TypeAlias = StartSettings | HoldSettings | LogicSettings | WebhookSettings | None
@@ -532,7 +557,7 @@ _SETTING_KEYS: Final[Mapping[StageType, frozenset[str]]] = {
     # "secret" and "token" are refused beside auth, and kept out of `extra` so that
     # to_json never echoes them.
     StageType.WEBHOOK: frozenset(
-        {"url", "auth", "format", "signatures", "timeoutMs", "mode", "secret", "token"}
+        {"url", "auth", "format", "signatures", "timeoutMs", "mode", "caBundle", "secret", "token"}
     ),
 }
 _TYPE_NAMES: Final = frozenset(t.value for t in StageType)
@@ -577,12 +602,22 @@ class _Draft:
         return self.type is not None and _automatic(self.type, self.settings)
 
 
-def parse(data: object, *, schema_ids: Collection[str] | None = None) -> Workflow:
+def parse(
+    data: object,
+    *,
+    schema_ids: Collection[str] | None = None,
+    unseal: Callable[[str], str] | None = None,
+) -> Workflow:
     """A validated Workflow from its JSON, or WorkflowError listing every problem.
 
     With ``schema_ids`` (the category schema's), annotation rules must name one of them.
+    ``unseal`` opens secrets stored sealed (``{"sealed": ...}``, see ``to_json``); it raises
+    ValueError for one it cannot open, which is then reported as a problem. Without it a
+    sealed secret is a problem: input from outside can never have one opened.
     Any input, however malformed, gives a Workflow or a WorkflowError, never another error.
     """
+    if unseal is not None:
+        data = _map_secrets(data, lambda value: _opened(value, unseal))
     problems: list[WorkflowProblem] = []
     drafts = [
         draft
@@ -865,7 +900,26 @@ def _webhook_settings(
         signatures=_signatures(raw.get("signatures", []), auth, where),
         timeout_ms=_timeout(raw.get("timeoutMs", _TIMEOUT_MS[1]), where),
         mode=cast(WebhookMode, _choice(raw, "mode", _MODES, where)),
+        ca_bundle=_ca_bundle(raw.get("caBundle"), where),
     )
+
+
+def _ca_bundle(value: object, where: _Where) -> str | None:
+    if value is None:
+        return None
+    expected = "PEM CA certificates (-----BEGIN CERTIFICATE----- ...)"
+    if not isinstance(value, str) or _PEM_CERTIFICATE not in value:
+        where.bad("caBundle", f"must be {expected}")
+        return None
+    if len(value) > CA_BUNDLE_MAX:
+        where.bad("caBundle", f"is longer than the limit of {CA_BUNDLE_MAX} characters")
+        return None
+    try:
+        ssl.create_default_context(cadata=value)
+    except (ssl.SSLError, ValueError):
+        where.bad("caBundle", f"holds no certificate that can be read: expected {expected}")
+        return None
+    return value
 
 
 def _choice(raw: Mapping[object, object], key: str, choices: Sequence[str], where: _Where) -> str:
@@ -922,7 +976,8 @@ def _auth(value: object, where: _Where) -> Auth:
         return NoAuth()
     if kind == "secret":
         # A bad secret still counts as auth secret, so signatures are not reported too.
-        return SecretAuth(Secret(_secret_text(value.get("secret"), "auth.secret", where) or ""))
+        secret = Secret(_secret_text(value.get("secret"), "auth.secret", where) or "")
+        return _rotation(value, secret, where)
     if kind == "bearer":
         token = _secret_text(value.get("token"), "auth.token", where)
         if token and not all(0x21 <= ord(c) <= 0x7E for c in token):
@@ -931,10 +986,47 @@ def _auth(value: object, where: _Where) -> Auth:
     return NoAuth()
 
 
+def _rotation(value: Mapping[object, object], secret: Secret, where: _Where) -> SecretAuth:
+    """``previousSecret`` and ``previousUntil``: both or neither."""
+    raw_previous, raw_until = value.get("previousSecret"), value.get("previousUntil")
+    if raw_previous is None and raw_until is None:
+        return SecretAuth(secret)
+    previous = _secret_text(raw_previous, "auth.previousSecret", where)
+    until = _moment(raw_until, "auth.previousUntil", where)
+    if previous is not None and previous == secret.reveal():
+        where.bad("auth.previousSecret", "is the same as auth.secret: give the old secret")
+    if previous is None or until is None:
+        return SecretAuth(secret)
+    return SecretAuth(secret, Secret(previous), until)
+
+
+def _moment(value: object, field_name: str, where: _Where) -> float | None:
+    """Epoch seconds from an ISO-8601 time (UTC when it names no zone)."""
+    expected = "must be an ISO-8601 time such as 2025-01-31T12:00:00Z: the end of the overlap"
+    if not isinstance(value, str):
+        where.bad(field_name, expected)
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        where.bad(field_name, expected)
+        return None
+    if moment.utcoffset() is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
 def _secret_text(value: object, field_name: str, where: _Where) -> str | None:
     """The secret's text, or None with a problem that never repeats the value."""
     if value is None or _is_mask(value):
         where.bad(field_name, "is write-only and was not given: type it (again)")
+        return None
+    if _is_sealed(value):
+        where.bad(
+            field_name,
+            "is sealed (encrypted at rest) and cannot be opened here: the server needs the"
+            " secret key it was sealed with (HOOKSTAGE_SECRET_KEY)",
+        )
         return None
     if not isinstance(value, str) or not value:
         where.bad(field_name, "must be a non-empty string")
@@ -948,6 +1040,51 @@ def _secret_text(value: object, field_name: str, where: _Where) -> str | None:
         where.bad(field_name, "is not valid text (cannot be encoded as UTF-8)")
         return None
     return value
+
+
+def _is_sealed(value: object) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("sealed"), str)
+
+
+def _sealed(value: object, seal: Callable[[str], str]) -> object:
+    return {"sealed": seal(value)} if isinstance(value, str) else value
+
+
+def _opened(value: object, unseal: Callable[[str], str]) -> object:
+    if not isinstance(value, dict) or not _is_sealed(value):
+        return value
+    try:
+        return unseal(value["sealed"])
+    except ValueError:
+        return value  # left sealed: _secret_text reports it
+
+
+def _map_secrets(data: object, change: Callable[[object], object]) -> object:
+    """Workflow JSON with each Webhook stage's write-only values replaced by ``change(value)``;
+    anything malformed is left as it is, for ``parse`` to report."""
+    stages = data.get("stages") if isinstance(data, dict) else data
+    if not isinstance(stages, list):
+        return data
+    changed: list[object] = []
+    for raw in stages:
+        auth = raw.get("auth") if isinstance(raw, dict) else None
+        if isinstance(raw, dict) and isinstance(auth, dict):
+            fields = {key: change(auth[key]) for key in _SECRET_FIELDS if key in auth}
+            raw = {**raw, "auth": {**auth, **fields}}
+        changed.append(raw)
+    return {**data, "stages": changed} if isinstance(data, dict) else changed
+
+
+def stored_secrets(data: object) -> list[object]:
+    """The write-only values of stored workflow JSON as stored: text, or ``{"sealed": ...}``."""
+    found: list[object] = []
+
+    def keep(value: object) -> object:
+        found.append(value)
+        return value
+
+    _map_secrets(data, keep)
+    return found
 
 
 def _is_mask(value: object) -> bool:
@@ -971,11 +1108,13 @@ def _signatures(value: object, auth: Auth, where: _Where) -> tuple[SignatureSche
     if found and not isinstance(auth, SecretAuth):
         where.bad("signatures", 'sign with the secret: they need auth {"type": "secret"}')
     if "standard" in found and isinstance(auth, SecretAuth):
-        _check_standard_secret(auth.secret, where)
+        _check_standard_secret(auth.secret, "auth.secret", where)
+        if auth.previous is not None:
+            _check_standard_secret(auth.previous, "auth.previousSecret", where)
     return tuple(found)
 
 
-def _check_standard_secret(secret: Secret, where: _Where) -> None:
+def _check_standard_secret(secret: Secret, field_name: str, where: _Where) -> None:
     # The same test the sender applies, so a saved workflow never fails at send time.
     if not secret.reveal():
         return  # already reported
@@ -985,7 +1124,7 @@ def _check_standard_secret(secret: Secret, where: _Where) -> None:
     except (binascii.Error, ValueError):
         key = b""
     if not key:
-        where.bad("auth.secret", "is not a Standard Webhooks secret ('whsec_' then base64)")
+        where.bad(field_name, "is not a Standard Webhooks secret ('whsec_' then base64)")
 
 
 def _timeout(value: object, where: _Where) -> int:
@@ -1145,10 +1284,19 @@ def _secret_json(secret: Secret, reveal: bool) -> object:
 
 def _auth_json(auth: Auth, reveal: bool) -> dict[str, object]:
     if isinstance(auth, SecretAuth):
-        return {"type": "secret", "secret": _secret_json(auth.secret, reveal)}
+        shown: dict[str, object] = {"type": "secret", "secret": _secret_json(auth.secret, reveal)}
+        if auth.previous is not None and auth.previous_until is not None:
+            shown["previousSecret"] = _secret_json(auth.previous, reveal)
+            shown["previousUntil"] = _iso(auth.previous_until)
+        return shown
     if isinstance(auth, BearerAuth):
         return {"type": "bearer", "token": _secret_json(auth.token, reveal)}
     return {"type": "none"}
+
+
+def _iso(epoch: float) -> str:
+    moment = datetime.fromtimestamp(epoch, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _rule_json(rule: Rule) -> dict[str, object]:
@@ -1170,7 +1318,7 @@ def _settings_json(settings: Settings, reveal: bool) -> dict[str, object]:
     if isinstance(settings, LogicSettings):
         return {"rules": [_rule_json(r) for r in settings.rules]}
     if isinstance(settings, WebhookSettings):
-        return {
+        shown = {
             "url": settings.url,
             "auth": _auth_json(settings.auth, reveal),
             "format": settings.format,
@@ -1178,16 +1326,28 @@ def _settings_json(settings: Settings, reveal: bool) -> dict[str, object]:
             "timeoutMs": settings.timeout_ms,
             "mode": settings.mode,
         }
+        if settings.ca_bundle is not None:
+            shown["caBundle"] = settings.ca_bundle
+        return shown
     return {}
 
 
-def to_json(workflow: Workflow, *, reveal_secrets: bool = False) -> list[dict[str, object]]:
+def to_json(
+    workflow: Workflow,
+    *,
+    reveal_secrets: bool = False,
+    seal: Callable[[str], str] | None = None,
+) -> list[dict[str, object]]:
     """The workflow as a JSON list of stages, defaults filled in.
 
     Secrets show as ``{"set": true, "last4": "..."}`` unless ``reveal_secrets`` (for the
-    store only: never for a response or a log). ``parse`` of the revealed form gives back an
-    equal Workflow.
+    store only: never for a response or a log), or as ``{"sealed": seal(value)}`` when
+    ``seal`` is given (encrypted at rest). ``parse`` of the revealed form, or of the sealed
+    form with the matching ``unseal``, gives back an equal Workflow.
     """
+    if seal is not None:
+        shown = to_json(workflow, reveal_secrets=True)
+        return cast(list[dict[str, object]], _map_secrets(shown, lambda v: _sealed(v, seal)))
     out: list[dict[str, object]] = []
     for stage in workflow.stages.values():
         item: dict[str, object] = {

@@ -261,11 +261,11 @@ async def test_redeliver_resends_a_finished_delivery_and_leaves_a_pending_one(
     assert (detail.state, detail.due_at, detail.attempts, detail.finished_at) == (
         "pending",
         T0 + 50,
-        0,
+        1,
         None,
     )
     [again] = await _claim(store, now=T0 + 50)
-    assert (again.id, again.attempt, again.body) == ("d1", 1, b'{"a": 1}')
+    assert (again.id, again.attempt, again.body) == ("d1", 2, b'{"a": 1}')
 
 
 async def test_redeliver_stage_is_safe_to_repeat(store: Store) -> None:

@@ -476,7 +476,7 @@ async def test_a_black_holed_endpoint_does_not_block_a_healthy_one(
 ) -> None:
     stuck = await _enqueue(store, 30, stage="stuck", due=time.time() - 60)  # due first
     healthy = await _enqueue(store, 10, stage="healthy")
-    await start(
+    dispatcher = await start(
         {
             "stuck": _hub(black_hole.url, timeout=3600),
             "healthy": _hub(receiver.url),
@@ -489,6 +489,9 @@ async def test_a_black_holed_endpoint_does_not_block_a_healthy_one(
     await _until_state(store, healthy, "delivered")
     assert sorted(receiver.ids()) == healthy
     assert black_hole.connections <= 2  # the stuck endpoint held its own two slots only
+    state = dispatcher.state()
+    assert state["circuits"][black_hole.url]["state"] == "saturated"
+    assert state["in_flight"] == 2
     assert {(await _get(store, i)).state for i in stuck} == {"pending"}
 
 

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from hookstage import __version__
 from hookstage.api import assets, deliveries, errors, keys, projects, tasks
 from hookstage.engine import Engine
+from hookstage.web import mount as mount_dashboard
 
 __all__ = ["create_app"]
 
@@ -44,4 +45,5 @@ def create_app(
                 return JSONResponse({**health, "status": "degraded"}, status_code=503)
         return JSONResponse(health)
 
+    mount_dashboard(app, engine, dispatcher_state=dispatcher_state)
     return app

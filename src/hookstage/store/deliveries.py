@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hookstage.retry import Decision, Verdict
-from hookstage.store.tables import attempts, deliveries
+from hookstage.store.tables import attempts, deliveries, delivery_bodies
 
 __all__ = [
     "MAX_STORED_RESPONSE",
@@ -161,7 +161,7 @@ _INFO_COLUMNS = (
     deliveries.c.leased_by,
     deliveries.c.lease_until,
     deliveries.c.redelivery_of,
-    sa.func.length(deliveries.c.body).label("size"),
+    deliveries.c.size,
 )
 
 
@@ -181,7 +181,7 @@ async def enqueue(conn: AsyncConnection, items: Sequence[NewDelivery]) -> None:
                 "stage_id": item.stage_id,
                 "task_id": item.task_id,
                 "external_id": item.external_id,
-                "body": bytes(item.body),
+                "size": len(item.body),
                 "state": PENDING,
                 "attempts": 0,
                 "due_at": item.due_at,
@@ -189,6 +189,10 @@ async def enqueue(conn: AsyncConnection, items: Sequence[NewDelivery]) -> None:
             }
             for item in items
         ],
+    )
+    await conn.execute(
+        delivery_bodies.insert(),
+        [{"delivery_id": item.id, "body": bytes(item.body)} for item in items],
     )
 
 
@@ -235,11 +239,11 @@ async def claim(
             deliveries.c.stage_id,
             deliveries.c.task_id,
             deliveries.c.external_id,
-            deliveries.c.body,
             deliveries.c.attempts,
         )
     )
     rows = (await conn.execute(statement)).all()
+    bodies = await _bodies(conn, [row.id for row in rows])
     return [
         Claimed(
             id=row.id,
@@ -247,13 +251,24 @@ async def claim(
             stage_id=row.stage_id,
             task_id=row.task_id,
             external_id=row.external_id,
-            body=bytes(row.body),
+            body=bodies[row.id],
             attempt=row.attempts,
             lease_until=until,
             worker=worker,
         )
         for row in rows
     ]
+
+
+async def _bodies(conn: AsyncConnection, ids: Sequence[str]) -> dict[str, bytes]:
+    if not ids:
+        return {}
+    rows = await conn.execute(
+        sa.select(delivery_bodies.c.delivery_id, delivery_bodies.c.body).where(
+            delivery_bodies.c.delivery_id.in_(ids)
+        )
+    )
+    return {row.delivery_id: bytes(row.body) for row in rows}
 
 
 def _first_in_line() -> sa.ColumnElement[bool]:
@@ -367,8 +382,9 @@ async def release(conn: AsyncConnection, leases: Sequence[Lease], *, now: float)
 
 
 async def redeliver(conn: AsyncConnection, delivery_id: str, *, now: float) -> bool:
-    """Send a finished delivery again (same id, same bytes), due now, with a fresh retry
-    schedule. False, and nothing changes, if it is still pending (or unknown)."""
+    """Send a finished delivery again (same id, same bytes), due now. Attempt numbers go
+    on, and so does the retry schedule (an exhausted one gets one more try). False, and
+    nothing changes, if it is still pending (or unknown)."""
     statement = _again().where(deliveries.c.id == delivery_id).values(due_at=now)
     return (await conn.execute(statement)).rowcount == 1
 
@@ -394,11 +410,10 @@ async def redeliver_stage(
 
 def _again(*, only_failed: bool = False) -> sa.Update:
     finished = [FAILED] if only_failed else [DELIVERED, FAILED]
-    # attempts restarts at 0 so the retry schedule starts over; old attempt rows stay.
     return (
         deliveries.update()
         .where(deliveries.c.state.in_(finished))
-        .values(state=PENDING, attempts=0, finished_at=None, lease_until=None, leased_by=None)
+        .values(state=PENDING, finished_at=None, lease_until=None, leased_by=None)
     )
 
 
@@ -443,7 +458,11 @@ async def list_deliveries(
 
 async def get_delivery(conn: AsyncConnection, delivery_id: str) -> DeliveryDetail | None:
     """One delivery with its body and every attempt, or None."""
-    query = sa.select(*_INFO_COLUMNS, deliveries.c.body).where(deliveries.c.id == delivery_id)
+    query = (
+        sa.select(*_INFO_COLUMNS, delivery_bodies.c.body)
+        .join(delivery_bodies, delivery_bodies.c.delivery_id == deliveries.c.id)
+        .where(deliveries.c.id == delivery_id)
+    )
     row = (await conn.execute(query)).one_or_none()
     if row is None:
         return None
