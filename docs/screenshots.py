@@ -265,7 +265,8 @@ async def settled(svc: service.Service, project_id: str, within: float = 30.0) -
     deadline = time.monotonic() + within
     while await svc.engine.list_deliveries(project_id, state="pending", limit=1):
         if time.monotonic() > deadline:
-            raise TimeoutError("deliveries still pending")
+            stuck = await svc.engine.list_deliveries(project_id, state="pending")
+            raise TimeoutError(f"deliveries still pending: {stuck}")
         await asyncio.sleep(0.1)
 
 

@@ -22,7 +22,7 @@ from hookstage import __version__
 if TYPE_CHECKING:
     from hookstage.client import Client
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "parse_lifetime"]
 
 T = TypeVar("T")
 
@@ -46,6 +46,15 @@ DatabaseOption = Annotated[
         "--db",
         envvar="HOOKSTAGE_DATABASE_URL",
         help="Database URL (sqlite+aiosqlite:///..., postgresql://...) or a SQLite file path.",
+    ),
+]
+PoolOption = Annotated[
+    int | None,
+    typer.Option(
+        envvar="HOOKSTAGE_DB_POOL_SIZE",
+        min=1,
+        help="Database connections this process keeps open, and as many again for a burst"
+        " (default: 10 for serve, 4 for worker).",
     ),
 ]
 UrlOption = Annotated[
@@ -227,9 +236,45 @@ def serve(
     dispatch: Annotated[
         bool, typer.Option(help="Run the delivery dispatcher in this process.")
     ] = True,
+    allow_egress: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-egress",
+            help="Let webhooks reach these non-public addresses: a CIDR (10.0.0.0/8, ::1) or"
+            " loopback, private, link-local, unique-local, shared. Repeat it. Default: the"
+            " HOOKSTAGE_ALLOW_EGRESS variable (comma separated), else public addresses only.",
+        ),
+    ] = None,
+    max_body: Annotated[
+        int | None,
+        typer.Option(
+            envvar="HOOKSTAGE_MAX_BODY", min=1, help="Largest request body, bytes (10 MiB)."
+        ),
+    ] = None,
+    log_format: Annotated[
+        str,
+        typer.Option(
+            envvar="HOOKSTAGE_LOG_FORMAT",
+            help="Logs on stderr as text, or json (one object per line, with delivery ids).",
+        ),
+    ] = "text",
+    log_level: Annotated[
+        str, typer.Option(envvar="HOOKSTAGE_LOG_LEVEL", help="debug | info | warning | error.")
+    ] = "info",
+    pool_size: PoolOption = None,
 ) -> None:
-    """Run the HTTP API (and, by default, the delivery dispatcher)."""
-    from hookstage import service
+    """Run the HTTP API (and, by default, the delivery dispatcher).
+
+    Stage secrets are sealed at rest with HOOKSTAGE_SECRET_KEY when it is set (see
+    `hookstage secret-key`).
+    """
+    from hookstage import logs, service
+    from hookstage.api.limits import MAX_BODY
+
+    try:
+        logs.configure(log_format, log_level)
+    except ValueError as exc:
+        raise fail(str(exc), 2) from exc
 
     def ready(url: str) -> None:
         console.print(
@@ -237,8 +282,132 @@ def serve(
             soft_wrap=True,
         )
 
-    config = service.ServiceConfig(database=db, host=host, port=port, dispatch=dispatch)
-    run_until_stopped(service.serve(config, on_ready=ready))
+    config = service.ServiceConfig(
+        database=db,
+        host=host,
+        port=port,
+        dispatch=dispatch,
+        allow_egress=_allowed_egress(allow_egress),
+        secret_key=_secret_key(),
+        max_body=max_body or MAX_BODY,
+        pool_size=pool_size,
+    )
+    try:
+        run_until_stopped(service.serve(config, on_ready=ready))
+    except (service.ServiceError, ValueError) as exc:
+        raise fail(str(exc), 2) from exc
+
+
+def _allowed_egress(given: list[str] | None) -> tuple[str, ...]:
+    """The options when given, else the environment's list; checked before anything starts."""
+    from hookstage import egress
+
+    values = tuple(given) if given else (os.environ.get(egress.ALLOW_ENV, ""),)
+    try:
+        egress.parse_allow(values)
+    except ValueError as exc:
+        raise fail(str(exc), 2) from exc
+    return values
+
+
+@app.command()
+def worker(
+    db: DatabaseOption = DEFAULT_DB,
+    concurrency: Annotated[
+        int, typer.Option(min=1, max=10_000, help="Webhook requests in flight at most.")
+    ] = 256,
+    lease: Annotated[
+        float,
+        typer.Option(
+            min=5,
+            help="Seconds a claimed delivery stays this worker's before another may send it"
+            " (keep it above the longest stage timeout).",
+        ),
+    ] = 60.0,
+    pool_size: PoolOption = None,
+    allow_egress: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-egress",
+            help="Non-public addresses webhooks may reach, as for serve (default: the"
+            " HOOKSTAGE_ALLOW_EGRESS variable, else public addresses only).",
+        ),
+    ] = None,
+    log_format: Annotated[
+        str, typer.Option(envvar="HOOKSTAGE_LOG_FORMAT", help="Logs on stderr: text or json.")
+    ] = "text",
+    log_level: Annotated[
+        str, typer.Option(envvar="HOOKSTAGE_LOG_LEVEL", help="debug | info | warning | error.")
+    ] = "info",
+) -> None:
+    """Deliver webhooks, with no API: run as many as needed, on any machines, on one database.
+
+    Give every worker the same --db and HOOKSTAGE_SECRET_KEY as serve. SIGTERM stops it:
+    requests in flight finish, the deliveries it claimed go back to the others.
+    """
+    from hookstage import logs, service
+    from hookstage.store import StoreError
+
+    try:
+        logs.configure(log_format, log_level)
+    except ValueError as exc:
+        raise fail(str(exc), 2) from exc
+
+    def ready(worker_id: str) -> None:
+        console.print(
+            f"hookstage {__version__} worker {worker_id} delivering from {_shown_db(db)}",
+            soft_wrap=True,
+            highlight=False,
+        )
+
+    config = service.ServiceConfig(
+        database=db,
+        allow_egress=_allowed_egress(allow_egress),
+        secret_key=_secret_key(),
+        lease_seconds=lease,
+        concurrency=concurrency,
+        pool_size=pool_size or 4,
+    )
+    try:
+        run_until_stopped(service.work(config, on_ready=ready))
+    except (service.ServiceError, ValueError) as exc:
+        raise fail(str(exc), 2) from exc
+    except StoreError as exc:
+        raise fail(str(exc)) from exc
+
+
+def _shown_db(db: str) -> str:
+    """The database URL without its password."""
+    import sqlalchemy as sa
+
+    from hookstage.store import database_url
+
+    return sa.make_url(database_url(db)).render_as_string(hide_password=True)
+
+
+def _secret_key() -> str | None:
+    """HOOKSTAGE_SECRET_KEY, checked before anything starts."""
+    from hookstage.cipher import KEY_ENV, Cipher, CipherError
+
+    setting = os.environ.get(KEY_ENV) or None
+    if setting is not None:
+        try:
+            Cipher.from_setting(setting)
+        except CipherError as exc:
+            raise fail(str(exc), 2) from exc
+    return setting
+
+
+@app.command("secret-key")
+def secret_key() -> None:
+    """Print a new key for HOOKSTAGE_SECRET_KEY, which seals stage secrets at rest."""
+    from hookstage.cipher import new_key
+
+    console.print(new_key(), highlight=False, soft_wrap=True)
+    errors.print(
+        "set it as HOOKSTAGE_SECRET_KEY for every serve and worker; keep it out of the database"
+        " and its backups (to replace a key: HOOKSTAGE_SECRET_KEY=NEW,OLD until serve re-seals)"
+    )
 
 
 @app.command()
@@ -254,18 +423,88 @@ def migrate(db: DatabaseOption = DEFAULT_DB) -> None:
     console.print("database is up to date")
 
 
+@app.command("copy")
+def copy_db(
+    source: Annotated[
+        str, typer.Option("--from", help="The database to copy: a SQLite file or a URL.")
+    ],
+    target: Annotated[
+        str, typer.Option("--to", help="A new, empty database to copy into (postgresql://...).")
+    ],
+) -> None:
+    """Copy an installation into another database: how a SQLite one moves to PostgreSQL.
+
+    Stop every serve and worker on the source first. The target gets the schema, must hold
+    no rows, and receives everything in one transaction; the row counts are checked before
+    it commits.
+    """
+    import sqlalchemy as sa
+
+    from hookstage.store import StoreError, database_url
+
+    url = sa.make_url(database_url(source))
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
+        # Opening it would make a new, empty database, and copy nothing from it.
+        raise fail(f"--from: no SQLite database at {url.database}", 2)
+    try:
+        copied = run(_copy(source, target))
+    except StoreError as exc:
+        raise fail(str(exc)) from exc
+    rows = ", ".join(f"{n} {table}" for table, n in copied.items() if n)
+    console.print(
+        f"copied {sum(copied.values())} rows ({rows or 'none'}) to {_shown_db(target)}",
+        soft_wrap=True,
+        highlight=False,
+    )
+
+
+async def _copy(source: str, target: str) -> dict[str, int]:
+    from hookstage.store import open_store
+    from hookstage.store.transfer import copy_database
+
+    origin = await open_store(source)
+    try:
+        destination = await open_store(target)
+        try:
+            with _bar() as bar:
+                jobs: dict[str, Any] = {}
+
+                def progress(table: str, done: int, total: int) -> None:
+                    if table not in jobs:
+                        jobs[table] = bar.add_task(table, total=total)
+                    bar.update(jobs[table], completed=done)
+
+                return await copy_database(origin, destination, progress=progress)
+        finally:
+            await destination.close()
+    finally:
+        await origin.close()
+
+
 @keys_app.command("create")
 def keys_create(
     name: Annotated[str, typer.Argument(help="Who or what the key is for.")],
     role: Annotated[str, typer.Option(help="admin | manager | labeler | read-only")] = "admin",
+    expires: Annotated[
+        str | None,
+        typer.Option(help="Lifetime, such as 90m, 12h, 30d or 4w (default: no expiry)."),
+    ] = None,
     db: DatabaseOption = DEFAULT_DB,
 ) -> None:
     """Create an API key; its value is printed this once."""
+    import time
+
     from hookstage.engine import EngineError
+
+    try:
+        lifetime = None if expires is None else parse_lifetime(expires)
+    except ValueError as exc:
+        raise fail(str(exc), 2) from exc
 
     async def go() -> str:
         async with _engine(db) as engine:
-            _, value = await engine.create_key(name, role)
+            expires_at = None if lifetime is None else time.time() + lifetime
+            _, value = await engine.create_key(name, role, expires_at=expires_at)
             return str(value)
 
     try:
@@ -284,10 +523,18 @@ def keys_list(db: DatabaseOption = DEFAULT_DB) -> None:
         async with _engine(db) as engine:
             return list(await engine.list_keys())
 
-    table = Table("id", "name", "role", "created", "state")
+    import time
+
+    now = time.time()
+    table = Table("id", "name", "role", "created", "expires", "state")
     for key in run(go()):
-        state = "revoked" if key.revoked_at else "active"
-        table.add_row(key.id, key.name, key.role, _when(key.created_at), state)
+        state = "active"
+        if key.revoked_at:
+            state = "revoked"
+        elif key.expires_at is not None and key.expires_at <= now:
+            state = "expired"
+        expiry = "-" if key.expires_at is None else _when(key.expires_at)
+        table.add_row(key.id, key.name, key.role, _when(key.created_at), expiry, state)
     console.print(table)
 
 
@@ -320,6 +567,20 @@ async def _engine(db: str) -> Any:
         yield Engine(store)
     finally:
         await store.close()
+
+
+_UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_lifetime(text: str) -> float:
+    """Seconds from a lifetime such as 90m, 12h, 30d or 4w; ValueError naming the option."""
+    value = text.strip().lower()
+    number, unit = value[:-1], value[-1:]
+    if unit not in _UNITS or not number.isdigit() or int(number) < 1:
+        raise ValueError(
+            f"--expires: expected a number and a unit (m, h, d, w) such as 30d, got {text!r}"
+        )
+    return int(number) * _UNITS[unit]
 
 
 def _when(epoch: float) -> str:
@@ -505,13 +766,67 @@ def rerun(
     project: ProjectOption,
     stage: Annotated[str, typer.Option(help="The Webhook stage id.")],
     only_failed: Annotated[bool, typer.Option(help="Only the failed deliveries.")] = False,
+    since: Annotated[
+        str | None, typer.Option(help="Only deliveries created at or after this ISO-8601 time.")
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option(help="Show progress until the stage has nothing pending.")
+    ] = False,
     url: UrlOption = DEFAULT_URL,
     key: KeyOption = "",
 ) -> None:
-    """Fire a Webhook stage again for every task that passed it (safe to repeat)."""
+    """Fire a Webhook stage again for every task that passed it, the failed ones, or those
+    since a time. Safe to repeat: a delivery still pending is not queued twice."""
     path = f"/api/projects/{project}/stages/{stage}/rerun"
-    done = _call(lambda api: api.call("POST", path, json={"onlyFailed": only_failed}), url, key)
-    console.print(f"queued {done['queued']} deliveries")
+    body: dict[str, Any] = {"onlyFailed": only_failed}
+    if since is not None:
+        body["since"] = since
+
+    async def work(api: Client) -> tuple[int, dict[str, Any] | None]:
+        done = await api.call("POST", path, json=body)
+        queued = int(done["queued"])
+        if not wait or not queued:
+            return queued, None
+        return queued, await _follow(api, f"/api/projects/{project}/stages/{stage}", queued)
+
+    queued, status = _call(work, url, key)
+    if status is None:
+        console.print(f"queued {queued} deliveries")
+        return
+    counts = status["deliveries"]
+    console.print(
+        f"queued {queued} deliveries; the stage now has {counts['delivered']} delivered,"
+        f" {counts['failed']} failed, {counts['pending']} pending"
+    )
+
+
+async def _follow(api: Client, path: str, queued: int) -> dict[str, Any]:
+    """Poll a stage's status with a progress bar until it has nothing pending."""
+    with _bar() as bar:
+        job = bar.add_task("delivering", total=queued)
+        while True:
+            status: dict[str, Any] = await api.call("GET", path)
+            pending = int(status["deliveries"]["pending"])
+            bar.update(job, completed=queued - min(pending, queued))
+            if pending == 0:
+                return status
+            endpoint = status["endpoint"]
+            if endpoint["state"] == "disabled":
+                bar.update(job, description="waiting: endpoint disabled (hookstage enable)")
+            await asyncio.sleep(0.5)  # a person watching: twice a second is plenty
+
+
+@app.command("enable")
+def enable(
+    project: ProjectOption,
+    stage: Annotated[str, typer.Option(help="The Webhook stage id.")],
+    url: UrlOption = DEFAULT_URL,
+    key: KeyOption = "",
+) -> None:
+    """Enable a Webhook stage's endpoint that answered 410 Gone: what waited is sent."""
+    path = f"/api/projects/{project}/stages/{stage}/enable"
+    done = _call(lambda api: api.call("POST", path), url, key)
+    console.print(f"enabled; {done['due']} waiting deliveries are due now")
 
 
 def _deliveries_table(rows: list[dict[str, Any]]) -> None:

@@ -24,6 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from hookstage import payload, receiver, service
+from hookstage.cipher import new_key
 from hookstage.client import Client
 
 __all__ = ["DEMO_SCHEMA", "demo_assets", "demo_workflow", "main"]
@@ -139,7 +140,13 @@ async def main(*, tasks: int, labelers: int, keep: bool, console: Console) -> bo
     tally = Tally()
     with tempfile.TemporaryDirectory(prefix="hookstage-demo-") as tmp:
         async with _receiver(Path(tmp), secret, tally) as hook_url:
-            config = service.ServiceConfig(database=str(Path(tmp) / "hookstage.sqlite"), port=0)
+            config = service.ServiceConfig(
+                database=str(Path(tmp) / "hookstage.sqlite"),
+                port=0,
+                # The receiver is on this machine: webhooks to loopback are refused otherwise.
+                allow_egress=("loopback",),
+                secret_key=new_key(),
+            )
             async with service.running(config) as svc:
                 _, key = await svc.engine.create_key("demo", "admin")
                 async with Client(svc.url, key) as api:

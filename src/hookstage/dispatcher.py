@@ -8,7 +8,13 @@ room for, in one transaction (durable without a commit per delivery).
 
 Isolation: a delivery waits for its endpoint's slot before it takes a global one, and an
 endpoint with a full queue is left out of the next claims, so a black-holed endpoint holds
-only its own slots.
+only its own slots. Each endpoint (URL) has a circuit breaker (``circuit``): once it opens,
+the endpoint's deliveries are neither claimed nor attempted (their retry budget untouched)
+until a probe after the cool-down succeeds; then what waited is claimed as usual.
+
+A 410 Gone disables the stage's endpoint (``store.endpoints``) in the transaction that
+records it. A ``settle`` hook, when given, runs in every recording transaction with the
+attempts it records: the engine moves gate-mode tasks on there.
 """
 
 from __future__ import annotations
@@ -22,21 +28,27 @@ import secrets
 import socket
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from hookstage import __version__
-from hookstage.retry import Decision, RetryPolicy, decide
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from hookstage import __version__, circuit
+from hookstage.circuit import Circuit, CircuitPolicy
+from hookstage.logs import safe_url
+from hookstage.metrics import DeliveryMetrics, Family, circuit_families, outcome_of
+from hookstage.retry import Decision, RetryPolicy, Verdict, decide
 from hookstage.signing import Signer
 from hookstage.store import Store
 from hookstage.store.deliveries import AttemptResult, Claimed, Lease, claim, next_due_at
 from hookstage.store.deliveries import record as record_results
 from hookstage.store.deliveries import release as release_leases
+from hookstage.store.endpoints import disable as disable_endpoints
 from hookstage.transport import AiohttpTransport, OutboundRequest, Outcome, Transport
 
-__all__ = ["Dispatcher", "Endpoint", "Resolve", "default_worker_id"]
+__all__ = ["Dispatcher", "Endpoint", "Resolve", "Settle", "default_worker_id"]
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +67,7 @@ class Endpoint:
 
     url: str
     signer: Signer = field(default_factory=Signer)
-    timeout: float = 10.0
+    timeout: float = 15.0
     policy: RetryPolicy | None = None
 
     def __post_init__(self) -> None:
@@ -68,6 +80,7 @@ class Endpoint:
 
 
 Resolve = Callable[[str, str], Awaitable[Endpoint | None]]
+Settle = Callable[[AsyncConnection, Sequence[AttemptResult]], Awaitable[None]]
 _Item = AttemptResult | Lease
 
 
@@ -101,7 +114,9 @@ class Dispatcher:
     ``concurrency`` bounds requests in flight, ``per_endpoint`` those to one URL; ``batch``
     bounds one claim. ``lease_seconds`` should exceed the longest endpoint timeout.
     ``resolve(project_id, stage_id)`` gives a stage's endpoint at send time (None: the
-    stage is gone, and its deliveries fail).
+    stage is gone, and its deliveries fail). ``settle(conn, results)`` runs inside each
+    transaction that records attempts (in a savepoint: if it fails, the attempts are still
+    recorded). ``circuit`` sets when an endpoint's circuit opens and for how long.
     """
 
     def __init__(
@@ -111,6 +126,8 @@ class Dispatcher:
         resolve: Resolve,
         transport: Transport | None = None,
         policy: RetryPolicy | None = None,
+        settle: Settle | None = None,
+        circuit: CircuitPolicy | None = None,
         worker_id: str | None = None,
         concurrency: int = 256,
         per_endpoint: int = 64,
@@ -138,6 +155,12 @@ class Dispatcher:
         # host must not share a pool a black hole could fill.
         self._transport = transport or AiohttpTransport(limit=concurrency, limit_per_host=0)
         self._policy = policy or RetryPolicy()
+        self._settle = settle
+        self._circuit_policy = circuit or CircuitPolicy()
+        self._circuits: dict[str, Circuit] = {}
+        # Stages a 410 answered, in this process: their queued jobs are not sent.
+        self._gone: set[tuple[str, str]] = set()
+        self.metrics = DeliveryMetrics()
         self._concurrency = concurrency
         self._per_endpoint = per_endpoint
         self._batch = batch
@@ -176,13 +199,15 @@ class Dispatcher:
         self._nudge.set()
 
     def state(self) -> dict[str, Any]:
-        """A snapshot for health checks and the dashboard. ``circuits`` is keyed by URL:
-        "saturated" while an endpoint's queue is full and claims skip its stages."""
-        circuits = {
-            url: {
-                "state": "saturated" if slot.backlog >= self._allowance else "closed",
-                "queued": slot.backlog,
-            }
+        """A snapshot for health checks and the dashboard. ``circuits`` maps each endpoint
+        URL seen to its circuit: "closed", "open" or "half-open"; ``endpoints`` maps those
+        with claimed deliveries to how many are queued and whether claims skip them for now
+        ("saturated": the queue is full)."""
+        circuits = {url: state.state.value for url, state in self._circuits.items()}
+        for url in self._slots:
+            circuits.setdefault(url, circuit.State.CLOSED.value)
+        endpoints = {
+            url: {"queued": slot.backlog, "saturated": slot.backlog >= self._allowance}
             for url, slot in self._slots.items()
         }
         return {
@@ -191,7 +216,19 @@ class Dispatcher:
             "in_flight": sum(1 for job in self._jobs if job.started_at is not None),
             "claimed": len(self._outstanding),
             "circuits": circuits,
+            "endpoints": endpoints,
         }
+
+    def circuit_states(self) -> dict[tuple[str, str], str]:
+        """The circuit of each (project, stage) this dispatcher has sent for."""
+        return {
+            stage: self._circuits.get(url, Circuit()).state.value
+            for stage, url in self._stage_urls.items()
+        }
+
+    def metric_families(self) -> list[Family]:
+        """What this dispatcher counted, and its circuits, for ``GET /metrics``."""
+        return [*self.metrics.families(), *circuit_families(self.circuit_states())]
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop claiming, give requests in flight up to ``grace`` seconds, record what
@@ -261,9 +298,16 @@ class Dispatcher:
         # Due by `now` yet not claimed means held back (its endpoint full, an earlier
         # delivery of its task pending, another worker's row lock): a turn that records
         # something looks again, or the poll does.
-        if limit <= 0 or due is None or due <= now:
-            return self._poll_seconds
-        return min(due - now, self._poll_seconds)
+        wait = self._poll_seconds
+        if limit > 0 and due is not None and due > now:
+            wait = min(due - now, wait)
+        return min(wait, self._until_probe(now))
+
+    def _until_probe(self, now: float) -> float:
+        """Seconds until an open circuit lets its probe go (its stages are claimed again)."""
+        # Only ahead of now: once a probe is due, claims take the stage's deliveries again.
+        times = [t for c in self._circuits.values() if (t := c.probe_at) is not None and t > now]
+        return min(times) - now if times else float("inf")
 
     async def _exchange(
         self, items: list[_Item], limit: int, now: float
@@ -275,6 +319,8 @@ class Dispatcher:
         async with self.store.transaction() as conn:
             await record_results(conn, results)
             await release_leases(conn, leases, now=now)
+            await self._disable_gone(conn, results, now)
+            await self._settled(conn, results)
             if limit > 0:
                 claimed = await claim(
                     conn,
@@ -283,11 +329,37 @@ class Dispatcher:
                     worker=self.worker_id,
                     limit=limit,
                     dialect=self.store.dialect,
-                    exclude=self._saturated(),
+                    exclude=self._held_back(now),
                 )
                 if len(claimed) < limit:
                     due = await next_due_at(conn)
         return claimed, due
+
+    async def _disable_gone(
+        self, conn: AsyncConnection, results: list[AttemptResult], now: float
+    ) -> None:
+        for result in results:
+            if result.decision.verdict is not Verdict.DISABLE:
+                continue
+            if result.project_id is None or result.stage_id is None:
+                continue
+            stage = (result.project_id, result.stage_id)
+            url = self._stage_urls.get(stage)
+            where = safe_url(url) if url is not None else "the endpoint"
+            reason = f"{where} answered 410 Gone to delivery {result.lease.delivery_id}"
+            await disable_endpoints(conn, [stage], now=now, reason=reason)
+
+    async def _settled(self, conn: AsyncConnection, results: list[AttemptResult]) -> None:
+        if self._settle is None or not results:
+            return
+        try:
+            async with conn.begin_nested():
+                await self._settle(conn, results)
+        except Exception:
+            # The attempts are recorded all the same: failing the turn would hold every
+            # delivery's result hostage to one task. A re-send settles the task again.
+            ids = ", ".join(r.lease.delivery_id for r in results[:5])
+            log.exception("settling gate stages failed for deliveries %s", ids)
 
     def _turn_failed(self, items: list[_Item]) -> float:
         self._failed_turns += 1
@@ -302,12 +374,16 @@ class Dispatcher:
 
     async def _launch(self, claimed: list[Claimed]) -> None:
         endpoints = await self._resolve_all({(c.project_id, c.stage_id) for c in claimed})
+        # The store handed these out: whatever disabled their stage has been undone.
+        self._gone.difference_update(endpoints)
         for item in claimed:
             self._outstanding.add(item.lease)
             self._start(item, endpoints[item.project_id, item.stage_id])
 
-    def _saturated(self) -> list[tuple[str, str]]:
+    def _held_back(self, now: float) -> list[tuple[str, str]]:
+        """Stages not to claim for now: their endpoint's queue is full or its circuit open."""
         full = {url for url, slot in self._slots.items() if slot.backlog >= self._allowance}
+        full.update(url for url, c in self._circuits.items() if circuit.blocked(c, now))
         if not full:
             return []
         return [stage for stage, url in self._stage_urls.items() if url in full]
@@ -349,8 +425,8 @@ class Dispatcher:
         try:
             # Endpoint slot first: a delivery queued behind a slow endpoint holds no global one.
             async with job.slot.semaphore, self._global:
-                if self._stopping or self._lease_too_short(job):
-                    self._put(claimed.lease)
+                if self._stopping or self._lease_too_short(job) or not self._admit(job):
+                    self._put(claimed.lease)  # not attempted: its attempt is not counted
                     return
                 started_at = job.started_at = self._clock()
                 outcome = await self._attempt(claimed, endpoint, started_at)
@@ -364,7 +440,39 @@ class Dispatcher:
             if job.slot.backlog == 0:
                 self._slots.pop(endpoint.url, None)
         decision = self._decide(claimed, endpoint.policy or self._policy, outcome)
+        self._observe(claimed, endpoint, outcome, decision)
         self._put(_result(claimed, started_at, outcome, decision))
+
+    def _admit(self, job: _Job) -> bool:
+        """Whether the job may be attempted now: its stage did not just answer 410, and its
+        endpoint's circuit lets it through (the first one after a cool-down is the probe)."""
+        if (job.claimed.project_id, job.claimed.stage_id) in self._gone:
+            return False
+        url = job.endpoint.url
+        before = self._circuits.get(url, Circuit())
+        after, admitted = circuit.admit(before, self._clock())
+        if after != before:
+            self._circuits[url] = after
+        return admitted
+
+    def _observe(
+        self, claimed: Claimed, endpoint: Endpoint, outcome: Outcome, decision: Decision
+    ) -> None:
+        """Count the attempt, move its endpoint's circuit, log it."""
+        now = self._clock()
+        stage = (claimed.project_id, claimed.stage_id)
+        self.metrics.attempt(*stage, outcome_of(outcome.status, outcome.error_class))
+        if decision.verdict is Verdict.DELIVERED:
+            self.metrics.delivered(*stage, now - claimed.created_at)
+        elif decision.verdict is Verdict.DISABLE:
+            self._gone.add(stage)
+        before = self._circuits.get(endpoint.url, Circuit())
+        signal = circuit.signal_of(outcome.status, outcome.error_class)
+        after = circuit.record(before, self._circuit_policy, signal, now)
+        self._circuits[endpoint.url] = after
+        _log_attempt(claimed, endpoint, outcome, decision, now)
+        if after.state is not before.state:
+            _log_circuit(endpoint, after)
 
     def _lease_too_short(self, job: _Job) -> bool:
         # Sending when the lease may end mid-request risks a second worker sending too.
@@ -436,4 +544,53 @@ def _result(
         response_headers=dict(outcome.headers) if answered else None,
         response_body=outcome.body if answered else None,
         decision=decision,
+        project_id=claimed.project_id,
+        stage_id=claimed.stage_id,
+        task_id=claimed.task_id,
     )
+
+
+# -- logs: ids, stage, status and error class; never a header, a body or a secret --------------
+
+_VERDICT_LOG = {
+    Verdict.DELIVERED: (logging.DEBUG, "delivered"),
+    Verdict.RETRY: (logging.INFO, "attempt failed; retry scheduled"),
+    Verdict.GIVE_UP: (logging.WARNING, "attempt failed; retries exhausted, delivery failed"),
+    Verdict.DISABLE: (
+        logging.WARNING,
+        "endpoint answered 410 Gone; the stage's endpoint is disabled until enabled",
+    ),
+}
+
+
+def _log_attempt(
+    claimed: Claimed, endpoint: Endpoint, outcome: Outcome, decision: Decision, now: float
+) -> None:
+    level, message = _VERDICT_LOG[decision.verdict]
+    if not log.isEnabledFor(level):
+        return
+    context: dict[str, Any] = {
+        "delivery_id": claimed.id,
+        "project_id": claimed.project_id,
+        "stage_id": claimed.stage_id,
+        "task_id": claimed.task_id,
+        "attempt": claimed.attempt,
+        "status": outcome.status,
+        "error_class": outcome.error_class,
+        "duration_ms": round(outcome.duration_ms, 1),
+        "verdict": decision.verdict.value,
+        "endpoint": safe_url(endpoint.url),
+    }
+    if decision.verdict is Verdict.RETRY and decision.retry_at is not None:
+        context["retry_in_s"] = round(max(0.0, decision.retry_at - now), 1)
+    log.log(level, message, extra=context)
+
+
+def _log_circuit(endpoint: Endpoint, now: Circuit) -> None:
+    context = {"endpoint": safe_url(endpoint.url), "circuit": now.state.value}
+    if now.state is circuit.State.OPEN:
+        log.warning(
+            "circuit opened: no attempts to this endpoint for %g s", now.cooldown, extra=context
+        )
+    elif now.state is circuit.State.CLOSED:
+        log.info("circuit closed: the endpoint answers again", extra=context)

@@ -3,7 +3,8 @@
 A delivery is delivered by any 2xx answer; everything else (3xx included: redirects are
 not followed) is a failure, retried on a fixed schedule with jitter until the schedule is
 exhausted. A 429 or 503 answer may say when to come back (``Retry-After``); it is honoured
-within the schedule's bounds.
+within the schedule's bounds. A 410 Gone says the endpoint is gone for good: the delivery is
+not failed but waits (DISABLE) until a person enables the endpoint again.
 """
 
 from __future__ import annotations
@@ -18,11 +19,20 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from hookstage.transport import Outcome
 
-__all__ = ["Decision", "RetryPolicy", "Verdict", "decide", "is_success", "parse_retry_after"]
+__all__ = [
+    "GONE",
+    "Decision",
+    "RetryPolicy",
+    "Verdict",
+    "decide",
+    "is_success",
+    "parse_retry_after",
+]
 
 # Svix's schedule: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
 DEFAULT_SCHEDULE: tuple[float, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
 _HINTED_STATUSES = frozenset({429, 503})
+GONE = 410
 
 
 @dataclass(frozen=True)
@@ -57,11 +67,14 @@ class Verdict(StrEnum):
     DELIVERED = "delivered"
     RETRY = "retry"
     GIVE_UP = "give-up"
+    # The endpoint answered 410 Gone: disable it; the delivery waits, due again once enabled.
+    DISABLE = "disable"
 
 
 @dataclass(frozen=True)
 class Decision:
-    """What to do after an attempt; ``retry_at`` (epoch seconds) is set for RETRY only."""
+    """What to do after an attempt; ``retry_at`` (epoch seconds) is set for RETRY and
+    DISABLE (for DISABLE: when the attempt ended; the delivery is due once enabled)."""
 
     verdict: Verdict
     retry_at: float | None = None
@@ -77,6 +90,10 @@ class Decision:
     @classmethod
     def give_up(cls) -> Decision:
         return cls(Verdict.GIVE_UP)
+
+    @classmethod
+    def disable(cls, at: float) -> Decision:
+        return cls(Verdict.DISABLE, at)
 
 
 def is_success(status: int | None) -> bool:
@@ -96,6 +113,9 @@ def decide(
         raise ValueError(f"rand: expected a number in [0, 1), got {rand!r}")
     if is_success(outcome.status):
         return Decision.delivered()
+    if outcome.status == GONE:
+        # Before the budget check: a Gone endpoint is a person's to fix, not a retry's.
+        return Decision.disable(now)
     if attempt >= policy.max_attempts:
         return Decision.give_up()
     scheduled = policy.schedule[attempt]

@@ -47,8 +47,8 @@ class OutboundRequest:
 @dataclass(frozen=True)
 class Outcome:
     """How one request ended: an HTTP answer (``status``) or a network error
-    (``error_class`` such as "timeout", "connect", "refused", "reset", "tls", "dns",
-    "protocol", "egress-refused", with a human ``error`` message)."""
+    (``error_class`` such as "timeout", "connect-timeout", "connect", "refused", "reset",
+    "tls", "dns", "protocol", "egress-refused", with a human ``error`` message)."""
 
     status: int | None
     headers: Mapping[str, str] = field(default_factory=dict)
@@ -167,6 +167,8 @@ def _since(started: float) -> float:
 
 def classify_error(exc: BaseException, *, timeout: float) -> tuple[str, str]:
     """(error_class, message) for an exception raised while sending."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):  # the connect limit, not the total
+        return "connect-timeout", "no connection within the connect timeout"
     if isinstance(exc, TimeoutError):  # aiohttp's timeouts subclass it too
         return "timeout", f"no complete answer within {timeout:g} s"
     refused = getattr(exc, "os_error", exc)

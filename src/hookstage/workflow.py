@@ -1070,8 +1070,9 @@ def _map_secrets(data: object, change: Callable[[object], object]) -> object:
         auth = raw.get("auth") if isinstance(raw, dict) else None
         if isinstance(raw, dict) and isinstance(auth, dict):
             fields = {key: change(auth[key]) for key in _SECRET_FIELDS if key in auth}
-            raw = {**raw, "auth": {**auth, **fields}}
-        changed.append(raw)
+            changed.append({**raw, "auth": {**auth, **fields}})
+        else:
+            changed.append(raw)
     return {**data, "stages": changed} if isinstance(data, dict) else changed
 
 
@@ -1373,8 +1374,8 @@ def _origin(url: object) -> tuple[str, str | None, int | None] | None:
         return None
 
 
-def _kept_secret(raw: Mapping[object, object], old: Workflow) -> tuple[str, Secret] | None:
-    """The stored secret a stage's update may keep: same stage, auth type and origin."""
+def _stored_auth(raw: Mapping[object, object], old: Workflow) -> Auth | None:
+    """The stored auth a stage's update may keep secrets from: same stage and origin."""
     stage_id = raw.get("id")
     stage = old.stages.get(stage_id) if isinstance(stage_id, str) else None
     settings = stage.settings if stage is not None else None
@@ -1383,27 +1384,35 @@ def _kept_secret(raw: Mapping[object, object], old: Workflow) -> tuple[str, Secr
     # A secret follows the URL it was given for: sent to a new host, a bearer token leaks.
     if _origin(raw.get("url")) != _origin(settings.url):
         return None
-    if isinstance(settings.auth, SecretAuth):
-        return "secret", settings.auth.secret
-    if isinstance(settings.auth, BearerAuth):
-        return "token", settings.auth.token
-    return None
+    return settings.auth
+
+
+def _left_out(value: object) -> bool:
+    return value is None or value == "" or _is_mask(value)
 
 
 def _merge_stage(raw: object, old: Workflow) -> object:
     if not isinstance(raw, dict) or not isinstance(raw.get("auth"), dict):
         return raw
-    kept = _kept_secret(raw, old)
-    auth = raw["auth"]
-    if kept is None:
+    stored = _stored_auth(raw, old)
+    auth: dict[object, object] = raw["auth"]
+    kind = auth.get("type")
+    if isinstance(stored, BearerAuth) and kind == "bearer" and _left_out(auth.get("token")):
+        return {**raw, "auth": {**auth, "token": stored.token.reveal()}}
+    if not isinstance(stored, SecretAuth) or kind != "secret":
         return raw
-    key, secret = kept
-    if auth.get("type") != {"secret": "secret", "token": "bearer"}[key]:
-        return raw
-    given = auth.get(key)
-    if given is not None and given != "" and not _is_mask(given):
-        return raw
-    return {**raw, "auth": {**auth, key: secret.reveal()}}
+    merged = dict(auth)
+    given = auth.get("secret")
+    if _left_out(given):
+        merged["secret"] = stored.secret.reveal()
+    if _is_mask(auth.get("previousSecret")):
+        # The mask names the secret being replaced: the stored one when a new one is
+        # given, else the stored previous one (a re-save during the overlap).
+        replaced = not _left_out(given) and given != stored.secret.reveal()
+        previous = stored.secret if replaced else stored.previous
+        if previous is not None:
+            merged["previousSecret"] = previous.reveal()
+    return {**raw, "auth": merged}
 
 
 def merge_secrets(new: object, old: Workflow) -> object:
@@ -1412,7 +1421,10 @@ def merge_secrets(new: object, old: Workflow) -> object:
     A Webhook stage's secret or token counts as left out when it is missing, null, "" or
     the mask that to_json shows. It is kept only for the stage with the same id, the same
     auth type and a URL of the same scheme, host and port; otherwise it stays left out and
-    ``parse`` asks for it. Anything malformed is returned as it is, for ``parse`` to report.
+    ``parse`` asks for it. ``previousSecret`` given as the mask is the secret being
+    replaced: the stored secret when a new one is given (a rotation started without typing
+    the old secret), else the stored previous one; left out, the overlap ends.
+    Anything malformed is returned as it is, for ``parse`` to report.
     """
     stages = new.get("stages") if isinstance(new, dict) else new
     if not isinstance(stages, list):

@@ -26,7 +26,8 @@ async def test_a_terminal_session(tmp_path: Path) -> None:
         assets = tmp_path / "assets.ndjson"
         assets.write_text("".join(json.dumps(a) + "\n" for a in demo_assets(30)))
         with started(
-            hookstage("serve", "--db", db, "--port", "0"), r"serving on (http://\S+)"
+            hookstage("serve", "--db", db, "--port", "0", "--allow-egress", "loopback"),
+            r"serving on (http://\S+)",
         ) as s:
             auth = ("--url", s.match.group(1), "--key", key)
             made = run_cli(

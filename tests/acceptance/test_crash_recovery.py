@@ -25,6 +25,7 @@ async def test_an_acknowledged_submit_survives_sigkill(tmp_path: Path) -> None:
     async with listening(inbox, SECRET) as hook_url:
         # No dispatcher in the first life: the webhook can only leave from the outbox.
         first = hookstage("serve", "--db", db, "--port", "0", "--no-dispatch")
+        again = hookstage("serve", "--db", db, "--port", "0", "--allow-egress", "loopback")
         with started(first, SERVING) as server:
             async with Client(server.match.group(1), key) as api:
                 project = await api.create_project(
@@ -36,7 +37,7 @@ async def test_an_acknowledged_submit_survives_sigkill(tmp_path: Path) -> None:
             server.kill()
         assert inbox.received == []
 
-        with started(hookstage("serve", "--db", db, "--port", "0"), SERVING):
+        with started(again, SERVING):
             (arrived,) = await inbox.wait_for(1)
     assert orjson.loads(arrived.body)["task"]["taskId"] == task["taskId"]
     assert dict(arrived.headers)["X-Hub-Signature"] == seed_signature(arrived.body, SECRET)

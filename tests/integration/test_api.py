@@ -1,4 +1,4 @@
-"""The HTTP API over real sockets (uvicorn on port 0) and a real SQLite file.
+"""The HTTP API over real sockets (uvicorn on port 0), on SQLite and on PostgreSQL.
 
 No dispatcher runs here: deliveries are rows, and the one test that needs an attempt records
 it the way a worker would.
@@ -11,7 +11,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -149,16 +148,16 @@ def _shown(response: httpx.Response) -> str:
 
 
 @pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    async with _running(tmp_path, None) as found:
+async def api(database: str) -> AsyncIterator[Api]:
+    async with _running(database, None) as found:
         yield found
 
 
 @contextlib.asynccontextmanager
 async def _running(
-    tmp_path: Path, dispatcher_state: Callable[[], dict[str, Any]] | None
+    database: str, dispatcher_state: Callable[[], dict[str, Any]] | None
 ) -> AsyncIterator[Api]:
-    store = await open_store(tmp_path / "db.sqlite")
+    store = await open_store(database)
     engine = Engine(store)
     _, admin = await engine.create_key("admin@example.com", "admin")
     seen: list[httpx.Response] = []
@@ -189,8 +188,8 @@ async def _running(
 # -- health, docs ---------------------------------------------------------------------------
 
 
-async def test_health_needs_no_key_and_shows_the_dispatcher(tmp_path: Path) -> None:
-    async with _running(tmp_path, lambda: {"running": True, "pending": 3}) as api:
+async def test_health_needs_no_key_and_shows_the_dispatcher(database: str) -> None:
+    async with _running(database, lambda: {"running": True, "pending": 3}) as api:
         anonymous = api.anonymous
         health = await anonymous.get("/healthz")
         assert health.status_code == 200
@@ -592,11 +591,11 @@ async def test_an_unexpected_failure_is_a_plain_500(
     assert error["message"] == "internal error: the failure was logged on the server"
 
 
-async def test_health_says_degraded_when_the_dispatcher_cannot_tell(tmp_path: Path) -> None:
+async def test_health_says_degraded_when_the_dispatcher_cannot_tell(database: str) -> None:
     def broken() -> dict[str, Any]:
         raise RuntimeError("no state")
 
-    async with _running(tmp_path, broken) as api:
+    async with _running(database, broken) as api:
         health = await api.http.get("/healthz")
         assert health.status_code == 503
         assert health.json()["status"] == "degraded"

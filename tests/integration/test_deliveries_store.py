@@ -1,14 +1,13 @@
-"""The outbox queries on a real SQLite file: claim, lease, record, release, redeliver, read."""
+"""The outbox queries on SQLite and PostgreSQL: claim, lease, record, release, redeliver, read."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import pytest
 
 from hookstage.retry import Decision
-from hookstage.store import Store, open_store
+from hookstage.store import Store, endpoints
 from hookstage.store import deliveries as outbox
 from hookstage.store.deliveries import AttemptResult, Claimed, Lease, NewDelivery
 from hookstage.store.tables import projects, tasks
@@ -18,17 +17,16 @@ LEASE = 60.0
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await open_store(tmp_path / "db.sqlite")
-    async with opened.transaction() as conn:
+async def store(store: Store) -> Store:
+    """The conftest's store (SQLite, then PostgreSQL) with project p1 and tasks t1..t5."""
+    async with store.transaction() as conn:
         await conn.execute(
             projects.insert().values(
                 id="p1", name="P", category_schema={}, workflow={}, created_at=T0, updated_at=T0
             )
         )
         await conn.execute(tasks.insert(), [_task(f"t{i}") for i in range(1, 6)])
-    yield opened
-    await opened.close()
+    return store
 
 
 def _task(task_id: str) -> dict[str, object]:
@@ -377,3 +375,95 @@ async def test_counts_and_next_due_at(store: Store) -> None:
             "delivered": 0,
             "failed": 1,
         }
+
+
+async def test_order_holds_across_a_redeliver_of_the_earlier_delivery(store: Store) -> None:
+    await _enqueue(
+        store,
+        _new("d-first", task="t1", created=T0),
+        _new("d-second", task="t1", created=T0 + 1),
+    )
+    [first] = await _claim(store)
+    await _record(store, _result(first, Decision.give_up(), status=500))
+    # Given up: the later one may go.
+    [second] = await _claim(store, now=T0 + 2)
+    assert second.id == "d-second"
+    await _record(store, _result(second, Decision.retry(T0 + 10), status=500))
+    # The earlier one is re-sent: the later one, though due, waits for it again.
+    async with store.transaction() as conn:
+        assert await outbox.redeliver(conn, "d-first", now=T0 + 10)
+    assert [c.id for c in await _claim(store, now=T0 + 20)] == ["d-first"]
+    assert await _claim(store, now=T0 + 20) == []
+    [again] = await _claim(store, now=T0 + 20 + LEASE)  # its lease ran out: still first
+    assert again.id == "d-first"
+    await _record(store, _result(again, Decision.delivered()))
+    assert [c.id for c in await _claim(store, now=T0 + 100)] == ["d-second"]
+
+
+async def test_a_disabled_endpoint_parks_its_deliveries_without_spending_attempts(
+    store: Store,
+) -> None:
+    await _enqueue(
+        store,
+        _new("d-gone", task="t1"),
+        _new("d-waiting", task="t2"),
+        _new("d-elsewhere", task="t3", stage="other"),
+    )
+    [gone] = await _claim(store, limit=1)
+    await _record(store, _result(gone, Decision.disable(T0), status=410))
+    async with store.transaction() as conn:
+        await endpoints.disable(conn, [("p1", "hook")], now=T0, reason="410 Gone")
+        await endpoints.disable(conn, [("p1", "hook")], now=T0 + 5, reason="again")
+    # Enqueued after it was disabled: not parked, still never claimed.
+    await _enqueue(store, _new("d-late", task="t4", created=T0 + 1))
+    assert [c.id for c in await _claim(store, now=T0 + 10**6)] == ["d-elsewhere"]
+    assert (await _get(store, "d-waiting")).due_at == outbox.PARKED
+    assert [(await _get(store, i)).attempts for i in ("d-gone", "d-waiting")] == [1, 0]
+    async with store.read() as conn:
+        status = await endpoints.status(conn, "p1", "hook")
+        listed = await endpoints.disabled(conn)
+    assert (status.disabled_at, status.disabled_reason) == (T0, "410 Gone")  # the first
+    assert listed == [status]
+
+    async with store.transaction() as conn:
+        assert await endpoints.enable(conn, "p1", "hook", now=T0 + 20) == 2
+    claimed = await _claim(store, now=T0 + 20)
+    assert sorted(c.id for c in claimed) == ["d-gone", "d-late", "d-waiting"]
+    assert {c.id: c.attempt for c in claimed}["d-waiting"] == 1
+    async with store.read() as conn:
+        status = await endpoints.status(conn, "p1", "hook")
+    assert (status.disabled, status.enabled_at) == (False, T0 + 20)
+
+
+async def test_queues_count_states_and_the_oldest_due_per_stage(store: Store) -> None:
+    await _enqueue(
+        store,
+        _new("d1", task="t1", due=T0 - 30),
+        _new("d2", task="t2", due=T0 - 10),
+        _new("d3", task="t3", due=T0 + 60),
+        _new("d4", task="t4", stage="other", due=T0 - 5),
+    )
+    [claimed] = await _claim(store, limit=1)  # d1: in flight, not due
+    assert claimed.id == "d1"
+    async with store.read() as conn:
+        found = await outbox.queues(conn, now=T0)
+    assert [(q.stage_id, q.states["pending"], q.due, q.oldest_due_at) for q in found] == [
+        ("hook", 3, 1, T0 - 10),
+        ("other", 1, 1, T0 - 5),
+    ]
+
+
+async def test_finished_lists_only_delivered_or_failed(store: Store) -> None:
+    await _enqueue(store, _new("d1", task="t1"), _new("d2", task="t2"), _new("d3", task="t3"))
+    claimed = {c.id: c for c in await _claim(store)}
+    await _record(
+        store,
+        _result(claimed["d1"], Decision.delivered()),
+        _result(claimed["d2"], Decision.give_up(), status=500),
+    )
+    async with store.read() as conn:
+        found = await outbox.finished(conn, ["d1", "d2", "d3", "nope"])
+    assert [(f.id, f.state, f.task_id, f.stage_id) for f in found] == [
+        ("d1", "delivered", "t1", "hook"),
+        ("d2", "failed", "t2", "hook"),
+    ]

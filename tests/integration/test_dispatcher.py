@@ -1,4 +1,4 @@
-"""The dispatcher against a real SQLite file and real HTTP servers on loopback."""
+"""The dispatcher on SQLite and PostgreSQL, against real HTTP servers on loopback."""
 
 from __future__ import annotations
 
@@ -7,242 +7,65 @@ import base64
 import contextlib
 import hashlib
 import hmac
-import socket
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 from aiohttp import web
-from multidict import CIMultiDict
-from sqlalchemy.ext.asyncio import AsyncConnection
 from standardwebhooks.webhooks import Webhook
 
 import hookstage
 from hookstage.dispatcher import Dispatcher, Endpoint
-from hookstage.retry import RetryPolicy
 from hookstage.signing import Signer
 from hookstage.store import Store, open_store
-from hookstage.store import deliveries as outbox
-from hookstage.store.deliveries import NewDelivery
-from hookstage.store.tables import projects, tasks
 from hookstage.transport import AiohttpTransport, OutboundRequest, Outcome
-
-SECRET = "your_secret_key"
-QUICK = RetryPolicy(schedule=(0, 0.01, 0.01), jitter=0)
-# Seed-like bytes with unusual spacing and non-ASCII: any re-serialisation would show.
-BODY = b'{"externalId": "Symbol Secondary Usage - White.png",  "x": 1.50, "n": "\xc3\xa9"}'
-DEADLINE = 10.0
-
-
-# --- servers ----------------------------------------------------------------------------------
-
-
-@dataclass
-class Received:
-    headers: CIMultiDict[str]
-    body: bytes
-
-
-@dataclass
-class Receiver:
-    """A webhook receiver: records every request, answers from `statuses` (then 200)."""
-
-    url: str = ""
-    requests: list[Received] = field(default_factory=list)
-    statuses: deque[int] = field(default_factory=deque)
-    gate: asyncio.Event | None = None
-    arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.requests.append(Received(request.headers.copy(), await request.read()))
-        async with self.arrived:
-            self.arrived.notify_all()
-        if self.gate is not None:
-            await self.gate.wait()
-        status = self.statuses.popleft() if self.statuses else 200
-        return web.Response(status=status, text="ok")
-
-    async def wait_for(self, count: int) -> None:
-        async with self.arrived:
-            await asyncio.wait_for(
-                self.arrived.wait_for(lambda: len(self.requests) >= count), DEADLINE
-            )
-
-    def ids(self) -> list[str]:
-        return [r.headers["X-Hookstage-Delivery"] for r in self.requests]
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    found = Receiver()
-    app = web.Application()
-    app.router.add_post("/hook", found.handle)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    found.url = f"http://{host}:{port}/hook"
-    yield found
-    if found.gate is not None:
-        found.gate.set()
-    await runner.cleanup()
-
-
-@dataclass
-class BlackHole:
-    """Accepts connections and reads requests, never answers."""
-
-    url: str
-    connections: int = 0
-
-
-@pytest.fixture
-async def black_hole() -> AsyncIterator[BlackHole]:
-    writers: list[asyncio.StreamWriter] = []
-
-    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        hole.connections += 1
-        writers.append(writer)
-        while await reader.read(65536):
-            pass
-
-    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    hole = BlackHole(f"http://127.0.0.1:{port}/hook")
-    yield hole
-    for writer in writers:
-        writer.close()
-    server.close()
-    await server.wait_closed()
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-# --- the store --------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await open_store(tmp_path / "db.sqlite")
-    now = time.time()
-    async with opened.transaction() as conn:
-        await conn.execute(
-            projects.insert().values(
-                id="p1", name="P", category_schema={}, workflow={}, created_at=now, updated_at=now
-            )
-        )
-    yield opened
-    await opened.close()
-
-
-async def _enqueue(
-    store: Store, count: int, *, stage: str = "hook", body: bytes = BODY, due: float | None = None
-) -> list[str]:
-    """`count` deliveries to `stage`, one task each; returns their ids, oldest first."""
-    now = time.time()
-    due = now - count if due is None else due  # all due, in order
-    ids = [f"dlv-{stage}-{i:04d}" for i in range(count)]
-    async with store.transaction() as conn:
-        await conn.execute(tasks.insert(), [_task(f"{stage}-{i}", now) for i in range(count)])
-        await outbox.enqueue(
-            conn,
-            [
-                NewDelivery(ids[i], "p1", stage, f"{stage}-{i}", f"{i}.png", body, due + i, now)
-                for i in range(count)
-            ],
-        )
-    return ids
-
-
-def _task(task_id: str, now: float) -> dict[str, object]:
-    return {
-        "id": task_id,
-        "asset_id": f"a-{task_id}",
-        "project_id": "p1",
-        "external_id": f"{task_id}.png",
-        "data_url": "https://example.com/a.png",
-        "dataset": [],
-        "asset_metadata": {},
-        "stage_id": "Review",
-        "work_stage_id": "Label",
-        "annotations": {},
-        "stage_history": [],
-        "updated_at": now,
-        "total_duration": 0,
-        "entered_at": now,
-        "created_at": now,
-        "version": 1,
-    }
-
-
-async def _get(store: Store, delivery_id: str) -> outbox.DeliveryDetail:
-    async with store.transaction() as conn:
-        found = await outbox.get_delivery(conn, delivery_id)
-    assert found is not None
-    return found
-
-
-async def _until(check: Callable[[], Awaitable[bool]]) -> None:
-    """Poll `check` until it holds, failing after DEADLINE seconds."""
-    deadline = time.monotonic() + DEADLINE
-    while not await check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
-
-
-async def _until_state(store: Store, ids: list[str], state: str) -> None:
-    async def reached() -> bool:
-        return all([(await _get(store, i)).state == state for i in ids])
-
-    await _until(reached)
-
-
-# --- dispatchers ------------------------------------------------------------------------------
+from tests.support.delivery import (
+    BODY,
+    DEADLINE,
+    SECRET,
+    BlackHole,
+    Dispatchers,
+    Receiver,
+    WatchedStore,
+    black_holed,
+    closed_port,
+    enqueue,
+    get,
+    hub,
+    receiving,
+    seeded_store,
+    until,
+    until_state,
+)
 
 Start = Callable[..., Awaitable[Dispatcher]]
 
 
-Resolve = Callable[[str, str], Awaitable[Endpoint | None]]
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    async with receiving() as found:
+        yield found
 
 
-def _resolver(endpoints: dict[str, Endpoint | None]) -> Resolve:
-    async def resolve(project_id: str, stage_id: str) -> Endpoint | None:
-        assert project_id == "p1"
-        return endpoints.get(stage_id)
+@pytest.fixture
+async def black_hole() -> AsyncIterator[BlackHole]:
+    async with black_holed() as hole:
+        yield hole
 
-    return resolve
+
+@pytest.fixture
+async def store(database: str) -> AsyncIterator[Store]:
+    async with seeded_store(database) as opened:
+        yield opened
 
 
 @pytest.fixture
 async def start(store: Store) -> AsyncIterator[Start]:
     """Start a dispatcher on the test store (or another); all are stopped at teardown."""
-    running: list[tuple[Dispatcher, asyncio.Task[None]]] = []
-
-    async def starter(
-        endpoints: dict[str, Endpoint | None], *, on: Store | None = None, **options: object
-    ) -> Dispatcher:
-        options.setdefault("policy", QUICK)
-        dispatcher = Dispatcher(on or store, resolve=_resolver(endpoints), **options)  # type: ignore[arg-type]
-        running.append((dispatcher, asyncio.create_task(dispatcher.run())))
-        return dispatcher
-
-    yield starter
-    for dispatcher, task in running:
-        await dispatcher.stop(grace=0)
-        await task
-
-
-def _hub(url: str, **options: object) -> Endpoint:
-    return Endpoint(url, Signer(["hub"], secrets=[SECRET]), **options)  # type: ignore[arg-type]
+    dispatchers = Dispatchers(store)
+    yield dispatchers
+    await dispatchers.stop_all()
 
 
 # --- delivery ---------------------------------------------------------------------------------
@@ -251,9 +74,9 @@ def _hub(url: str, **options: object) -> Endpoint:
 async def test_a_delivery_arrives_with_its_exact_bytes_headers_and_hub_signature(
     store: Store, receiver: Receiver, start: Start
 ) -> None:
-    [delivery_id] = await _enqueue(store, 1)
-    await start({"hook": _hub(receiver.url)})
-    await _until_state(store, [delivery_id], "delivered")
+    [delivery_id] = await enqueue(store, 1)
+    await start({"hook": hub(receiver.url)})
+    await until_state(store, [delivery_id], "delivered")
 
     [request] = receiver.requests
     assert request.body == BODY
@@ -264,7 +87,7 @@ async def test_a_delivery_arrives_with_its_exact_bytes_headers_and_hub_signature
     # The seed's receiver check, exactly.
     expected = hmac.new(SECRET.encode(), msg=request.body, digestmod=hashlib.sha1).hexdigest()
     assert request.headers["X-Hub-Signature"] == expected
-    detail = await _get(store, delivery_id)
+    detail = await get(store, delivery_id)
     assert [(a.number, a.status_code, a.response_body) for a in detail.attempt_log] == [
         (1, 200, b"ok")
     ]
@@ -276,10 +99,10 @@ async def test_standard_webhooks_hub_256_and_bearer_headers_verify(
 ) -> None:
     secret = "whsec_" + base64.b64encode(b"k" * 32).decode()
     signer = Signer(["standard", "hub-256", "bearer"], secrets=[secret], token="t0ken")
-    [delivery_id] = await _enqueue(store, 1)
+    [delivery_id] = await enqueue(store, 1)
     before = int(time.time())
     await start({"hook": Endpoint(receiver.url, signer)})
-    await _until_state(store, [delivery_id], "delivered")
+    await until_state(store, [delivery_id], "delivered")
 
     [request] = receiver.requests
     Webhook(secret).verify(request.body, dict(request.headers), json_parse=False)
@@ -294,14 +117,14 @@ async def test_a_500_is_retried_with_the_same_id_and_bytes_then_delivered(
     store: Store, receiver: Receiver, start: Start
 ) -> None:
     receiver.statuses.extend([500, 503])
-    [delivery_id] = await _enqueue(store, 1)
-    await start({"hook": _hub(receiver.url)})
-    await _until_state(store, [delivery_id], "delivered")
+    [delivery_id] = await enqueue(store, 1)
+    await start({"hook": hub(receiver.url)})
+    await until_state(store, [delivery_id], "delivered")
 
     assert receiver.ids() == [delivery_id] * 3
     assert [r.headers["X-Hookstage-Attempt"] for r in receiver.requests] == ["1", "2", "3"]
     assert {r.body for r in receiver.requests} == {BODY}
-    detail = await _get(store, delivery_id)
+    detail = await get(store, delivery_id)
     assert [(a.number, a.status_code) for a in detail.attempt_log] == [
         (1, 500),
         (2, 503),
@@ -313,55 +136,39 @@ async def test_a_redirect_is_not_followed_and_fails_after_the_schedule(
     store: Store, receiver: Receiver, start: Start
 ) -> None:
     receiver.statuses.extend([302, 302, 302])
-    [delivery_id] = await _enqueue(store, 1)
-    await start({"hook": _hub(receiver.url)})
-    await _until_state(store, [delivery_id], "failed")
+    [delivery_id] = await enqueue(store, 1)
+    await start({"hook": hub(receiver.url)})
+    await until_state(store, [delivery_id], "failed")
     assert len(receiver.requests) == 3  # QUICK has three attempts
-    assert (await _get(store, delivery_id)).last_status == 302
+    assert (await get(store, delivery_id)).last_status == 302
 
 
 async def test_a_refused_port_is_recorded_with_its_error_class(store: Store, start: Start) -> None:
-    [delivery_id] = await _enqueue(store, 1)
-    await start({"hook": _hub(f"http://127.0.0.1:{_closed_port()}/hook")})
-    await _until_state(store, [delivery_id], "failed")
-    detail = await _get(store, delivery_id)
+    [delivery_id] = await enqueue(store, 1)
+    await start({"hook": hub(f"http://127.0.0.1:{closed_port()}/hook")})
+    await until_state(store, [delivery_id], "failed")
+    detail = await get(store, delivery_id)
     assert [a.error_class for a in detail.attempt_log] == ["refused"] * 3
     assert all(a.status_code is None for a in detail.attempt_log)
     assert str(detail.last_error).startswith("refused: ")
 
 
 async def test_a_stage_that_is_gone_fails_with_no_endpoint(store: Store, start: Start) -> None:
-    [delivery_id] = await _enqueue(store, 1, stage="deleted")
+    [delivery_id] = await enqueue(store, 1, stage="deleted")
     await start({})
-    await _until_state(store, [delivery_id], "failed")
-    [attempt] = (await _get(store, delivery_id)).attempt_log
+    await until_state(store, [delivery_id], "failed")
+    [attempt] = (await get(store, delivery_id)).attempt_log
     assert attempt.error_class == "no-endpoint"
-
-
-@dataclass
-class WatchedStore(Store):
-    """The same database; tells when a transaction has finished."""
-
-    finished: int = 0
-    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
-
-    @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncConnection]:
-        async with super().transaction() as conn:
-            yield conn
-        async with self.changed:
-            self.finished += 1
-            self.changed.notify_all()
 
 
 async def test_wake_sends_a_new_delivery_without_waiting_for_the_poll(
     store: Store, receiver: Receiver, start: Start
 ) -> None:
     watched = WatchedStore(store.engine)
-    dispatcher = await start({"hook": _hub(receiver.url)}, on=watched, poll_seconds=3600)
+    dispatcher = await start({"hook": hub(receiver.url)}, on=watched, poll_seconds=3600)
     async with watched.changed:  # its first look found nothing: now it waits for an hour
         await asyncio.wait_for(watched.changed.wait_for(lambda: watched.finished > 0), DEADLINE)
-    [delivery_id] = await _enqueue(store, 1)
+    [delivery_id] = await enqueue(store, 1)
     dispatcher.wake()
     await receiver.wait_for(1)
     assert receiver.ids() == [delivery_id]
@@ -370,9 +177,9 @@ async def test_wake_sends_a_new_delivery_without_waiting_for_the_poll(
 async def test_a_large_backlog_streams_through_every_slot(
     store: Store, receiver: Receiver, start: Start
 ) -> None:
-    ids = await _enqueue(store, 300)
-    await start({"hook": _hub(receiver.url)}, concurrency=16, per_endpoint=16, batch=20)
-    await _until_state(store, ids, "delivered")
+    ids = await enqueue(store, 300)
+    await start({"hook": hub(receiver.url)}, concurrency=16, per_endpoint=16, batch=20)
+    await until_state(store, ids, "delivered")
     assert sorted(receiver.ids()) == ids
 
 
@@ -383,26 +190,26 @@ async def test_an_expired_lease_is_claimed_again_by_another_dispatcher(
     store: Store, receiver: Receiver, black_hole: BlackHole, start: Start
 ) -> None:
     past = time.time() - 120
-    [delivery_id] = await _enqueue(store, 1, due=past)
+    [delivery_id] = await enqueue(store, 1, due=past)
     # The first dispatcher lives two minutes ago: its 60 s lease has expired by now, and its
     # request never gets an answer (as if it had died mid-request).
-    await start({"hook": _hub(black_hole.url)}, clock=lambda: time.time() - 120, worker_id="old")
+    await start({"hook": hub(black_hole.url)}, clock=lambda: time.time() - 120, worker_id="old")
 
     async def sent() -> bool:
-        return black_hole.connections == 1 and (await _get(store, delivery_id)).attempts == 1
+        return black_hole.connections == 1 and (await get(store, delivery_id)).attempts == 1
 
-    await _until(sent)
-    await start({"hook": _hub(receiver.url)}, worker_id="new")
-    await _until_state(store, [delivery_id], "delivered")
+    await until(sent)
+    await start({"hook": hub(receiver.url)}, worker_id="new")
+    await until_state(store, [delivery_id], "delivered")
     [request] = receiver.requests
     assert request.headers["X-Hookstage-Attempt"] == "2"
 
 
 async def test_two_dispatchers_never_send_the_same_delivery_twice(
-    store: Store, receiver: Receiver, start: Start, tmp_path: Path
+    store: Store, receiver: Receiver, start: Start, database: str
 ) -> None:
-    ids = await _enqueue(store, 200)
-    other = await open_store(tmp_path / "db.sqlite")  # a second process would open its own
+    ids = await enqueue(store, 200)
+    other = await open_store(database)  # a second process would open its own
     try:
         sent: Counter[str] = Counter()
 
@@ -416,9 +223,9 @@ async def test_two_dispatchers_never_send_the_same_delivery_twice(
                 return await super().send(request)
 
         options = {"concurrency": 8, "per_endpoint": 8, "batch": 10}
-        await start({"hook": _hub(receiver.url)}, transport=Counting("a"), **options)
-        await start({"hook": _hub(receiver.url)}, on=other, transport=Counting("b"), **options)
-        await _until_state(store, ids, "delivered")
+        await start({"hook": hub(receiver.url)}, transport=Counting("a"), **options)
+        await start({"hook": hub(receiver.url)}, on=other, transport=Counting("b"), **options)
+        await until_state(store, ids, "delivered")
     finally:
         await other.close()
     assert sorted(receiver.ids()) == ids  # each exactly once
@@ -430,8 +237,8 @@ async def test_stop_lets_requests_in_flight_finish_and_records_them(
     store: Store, receiver: Receiver, start: Start
 ) -> None:
     receiver.gate = asyncio.Event()
-    ids = await _enqueue(store, 2)
-    dispatcher = await start({"hook": _hub(receiver.url)})
+    ids = await enqueue(store, 2)
+    dispatcher = await start({"hook": hub(receiver.url)})
     await receiver.wait_for(2)
     stopping = asyncio.create_task(dispatcher.stop(grace=DEADLINE))
     done, _ = await asyncio.wait({stopping}, timeout=0.2)
@@ -439,24 +246,24 @@ async def test_stop_lets_requests_in_flight_finish_and_records_them(
     receiver.gate.set()
     await stopping
     for delivery_id in ids:
-        assert (await _get(store, delivery_id)).state == "delivered"
+        assert (await get(store, delivery_id)).state == "delivered"
 
 
 async def test_stop_releases_the_leases_it_did_not_finish(
     store: Store, black_hole: BlackHole, start: Start
 ) -> None:
-    ids = await _enqueue(store, 5)
-    dispatcher = await start({"hook": _hub(black_hole.url)}, concurrency=2, per_endpoint=2, batch=5)
+    ids = await enqueue(store, 5)
+    dispatcher = await start({"hook": hub(black_hole.url)}, concurrency=2, per_endpoint=2, batch=5)
 
     async def in_flight() -> bool:
         return black_hole.connections == 2 and all(
-            [(await _get(store, i)).attempts == 1 for i in ids]
+            [(await get(store, i)).attempts == 1 for i in ids]
         )
 
-    await _until(in_flight)
+    await until(in_flight)
     await dispatcher.stop(grace=0.05)
     now = time.time()
-    details = [await _get(store, i) for i in ids]
+    details = [await get(store, i) for i in ids]
     for detail in details:
         assert detail.state == "pending"
         assert (detail.leased_by, detail.lease_until) == (None, None)
@@ -474,25 +281,27 @@ async def test_stop_releases_the_leases_it_did_not_finish(
 async def test_a_black_holed_endpoint_does_not_block_a_healthy_one(
     store: Store, receiver: Receiver, black_hole: BlackHole, start: Start
 ) -> None:
-    stuck = await _enqueue(store, 30, stage="stuck", due=time.time() - 60)  # due first
-    healthy = await _enqueue(store, 10, stage="healthy")
+    stuck = await enqueue(store, 30, stage="stuck", due=time.time() - 60)  # due first
+    healthy = await enqueue(store, 10, stage="healthy")
     dispatcher = await start(
         {
-            "stuck": _hub(black_hole.url, timeout=3600),
-            "healthy": _hub(receiver.url),
+            "stuck": hub(black_hole.url, timeout=3600),
+            "healthy": hub(receiver.url),
         },
         concurrency=4,
         per_endpoint=2,
         batch=4,
         lease_seconds=7200,
     )
-    await _until_state(store, healthy, "delivered")
+    await until_state(store, healthy, "delivered")
     assert sorted(receiver.ids()) == healthy
     assert black_hole.connections <= 2  # the stuck endpoint held its own two slots only
     state = dispatcher.state()
-    assert state["circuits"][black_hole.url]["state"] == "saturated"
+    # No answer yet is no failure yet: the circuit is closed, the queue full.
+    assert state["circuits"][black_hole.url] == "closed"
+    assert state["endpoints"][black_hole.url]["saturated"] is True
     assert state["in_flight"] == 2
-    assert {(await _get(store, i)).state for i in stuck} == {"pending"}
+    assert {(await get(store, i)).state for i in stuck} == {"pending"}
 
 
 # --- the transport ----------------------------------------------------------------------------

@@ -1,30 +1,22 @@
-"""The engine's import and export use cases over a real SQLite file."""
+"""The engine's import and export use cases, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
+import asyncio
 from typing import Any
 
 import pytest
 
-from hookstage.engine import Conflict, Invalid, Submission, timestamp
+from hookstage.engine import Conflict, ImportResult, Invalid, Submission, timestamp
 from tests.support.engine import (
     World,
     asset,
     assets,
     labeled,
-    opened,
     stage,
     standard_flow,
     webhook,
 )
-
-
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    async with opened(tmp_path / "db.sqlite") as found:
-        yield found
 
 
 async def exported(world: World, project_id: str, **filters: Any) -> list[dict[str, Any]]:
@@ -157,6 +149,31 @@ async def test_an_asset_imported_before_is_a_conflict_unless_skipped(world: Worl
     made = [await world.engine.get_task(t) for t in result.created]
     assert [t.external_id for t in made] == ["street-0003.jpg", "street-0004.jpg"]
     assert await world.counts() == (4, 2, 0)
+
+
+async def test_imports_of_one_external_id_at_once_make_one_task(world: World) -> None:
+    """On PostgreSQL they run at once and the unique key decides: the others are refused
+    as a Conflict (not a database error), and leave nothing behind."""
+    project = await world.project()
+    results = await asyncio.gather(
+        *(world.engine.import_assets(project.id, [asset(1, batches=["new"])]) for _ in range(4)),
+        return_exceptions=True,
+    )
+    won = [r for r in results if isinstance(r, ImportResult)]
+    lost = [r for r in results if not isinstance(r, ImportResult)]
+    assert len(won) == 1
+    assert all(isinstance(r, Conflict) for r in lost), lost
+    assert await world.counts() == (1, 1, 0)
+
+
+async def test_imports_into_one_new_batch_at_once_all_go_through(world: World) -> None:
+    project = await world.project()
+    await asyncio.gather(
+        *(world.engine.import_assets(project.id, [asset(n, batches=["night"])]) for n in range(6))
+    )
+    assert await world.counts() == (6, 1, 0)
+    listed = await world.engine.list_tasks(project.id, batch="night")
+    assert len(listed) == 6
 
 
 async def test_the_same_external_id_may_be_imported_into_another_project(world: World) -> None:

@@ -1,25 +1,16 @@
-"""The engine's other moves and what every commit does, over a real SQLite file: requeue,
+"""The engine's other moves and what every commit does, on SQLite and PostgreSQL: requeue,
 waking the dispatcher after a commit that enqueued, and steps racing for one task."""
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from hookstage.engine import Conflict, Engine, Invalid, NotFound, Submission, timestamp
-from hookstage.store import open_store
-from tests.support.engine import World, assets, car, labeled, opened, standard_flow
-
-
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    async with opened(tmp_path / "db.sqlite") as found:
-        yield found
-
+from hookstage.store import Store, open_store
+from tests.support.engine import World, assets, car, labeled, standard_flow
 
 # -- requeue --------------------------------------------------------------------------------
 
@@ -71,17 +62,19 @@ async def test_requeue_to_an_unknown_stage_names_the_known_ones(world: World) ->
 
 
 async def test_on_enqueue_runs_after_the_commit_of_each_step_that_enqueued(
-    tmp_path: Path,
+    store: Store, database: str
 ) -> None:
-    path = tmp_path / "db.sqlite"
     seen: list[int] = []
+    url = sa.make_url(database)
+    if url.get_backend_name() == "postgresql":
+        url = url.set(drivername="postgresql+psycopg")
+    other = sa.create_engine(url, poolclass=sa.NullPool)
 
     def committed() -> None:
         # Another connection already sees the deliveries: the step had committed.
-        with sqlite3.connect(path) as other:
-            seen.append(other.execute("SELECT count(*) FROM deliveries").fetchone()[0])
+        with other.connect() as conn:
+            seen.append(conn.execute(sa.text("SELECT count(*) FROM deliveries")).scalar_one())
 
-    store = await open_store(path)
     try:
         engine = Engine(store, on_enqueue=committed)
         project = await engine.create_project(
@@ -102,7 +95,7 @@ async def test_on_enqueue_runs_after_the_commit_of_each_step_that_enqueued(
         await engine.submit(first, Submission(), user="ann@example.com")
         assert seen == [1, 2]
     finally:
-        await store.close()
+        other.dispose()
 
 
 # -- concurrency ----------------------------------------------------------------------------
@@ -125,11 +118,13 @@ async def test_two_submits_of_one_task_at_once_make_one_move(world: World) -> No
     assert body["task"]["updatedBy"] == won.updated_by
 
 
-async def test_two_engines_on_one_file_submit_one_task_once(world: World, tmp_path: Path) -> None:
+async def test_two_engines_on_one_database_submit_one_task_once(
+    world: World, database: str
+) -> None:
     """As two `serve` processes would: separate stores, separate connections."""
     project_id, task_id = await world.one_task()
     before = await world.engine.get_task(task_id)
-    other_store = await open_store(tmp_path / "db.sqlite")
+    other_store = await open_store(database)
     try:
         other = Engine(other_store)
         results = await asyncio.gather(

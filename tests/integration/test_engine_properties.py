@@ -1,12 +1,10 @@
-"""Random sequences of steps against a model of the default workflow, over a real SQLite file:
+"""Random sequences of steps against a model of the default workflow, on both databases:
 no task is ever lost or misplaced, a refused step changes nothing, and every entry into the
 Webhook stage leaves exactly one delivery carrying the task as it entered."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +13,7 @@ from hypothesis import strategies as st
 
 from hookstage import payload
 from hookstage.engine import Conflict, Submission
-from tests.support.engine import World, assets, car, opened, weather
+from tests.support.engine import World, assets, car, weather
 
 TASKS = 3
 # Where a task put into each stage comes to rest, and whether it passed the Webhook stage.
@@ -36,12 +34,6 @@ steps = st.lists(
     ),
     max_size=14,
 )
-
-
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    async with opened(tmp_path / "db.sqlite") as found:
-        yield found
 
 
 @dataclass

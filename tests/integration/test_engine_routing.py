@@ -1,10 +1,9 @@
-"""Automatic and held routing through the engine: Logic rules and Hold stages, over a real
-SQLite file."""
+"""Automatic and held routing through the engine: Logic rules and Hold stages, on SQLite
+and PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -18,18 +17,10 @@ from tests.support.engine import (
     World,
     asset,
     car,
-    opened,
     stage,
     weather,
     webhook,
 )
-
-
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    async with opened(tmp_path / "db.sqlite") as found:
-        yield found
-
 
 # -- Logic ----------------------------------------------------------------------------------
 

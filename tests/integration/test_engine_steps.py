@@ -1,10 +1,8 @@
-"""The engine's steps (submit, review) over a real SQLite file: where the task goes,
+"""The engine's steps (submit, review) on SQLite and PostgreSQL: where the task goes,
 what its history says, and the deliveries they enqueue in the same transaction."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -18,17 +16,10 @@ from tests.support.engine import (
     assets,
     car,
     labeled,
-    opened,
     stage,
     standard_flow,
     weather,
 )
-
-
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    async with opened(tmp_path / "db.sqlite") as found:
-        yield found
 
 
 def without(item: dict[str, Any], key: str) -> dict[str, Any]:

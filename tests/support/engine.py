@@ -1,12 +1,11 @@
-"""A real engine over a real SQLite file, and the projects, assets and submissions its
-integration tests share (`tests/integration/test_engine_*.py`)."""
+"""A real engine over a real database (the `store` fixture: SQLite and PostgreSQL), and the
+projects, assets and submissions its integration tests share (`test_engine_*.py`)."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -14,7 +13,7 @@ import sqlalchemy as sa
 
 from hookstage.engine import Engine, Project, Submission
 from hookstage.retry import Decision, Verdict
-from hookstage.store import Store, open_store
+from hookstage.store import Store
 from hookstage.store import deliveries as outbox
 from hookstage.store.tables import batches, deliveries, tasks
 
@@ -193,15 +192,12 @@ class World:
 
 
 @contextlib.asynccontextmanager
-async def opened(path: Path) -> AsyncIterator[World]:
-    store = await open_store(path)
+async def opened(store: Store) -> AsyncIterator[World]:
+    """An engine over `store` (left open: its opener closes it), on a clock the test moves."""
     clock = Clock()
     wakes: list[float] = []
     engine = Engine(store, clock=clock, on_enqueue=lambda: wakes.append(clock()))
-    try:
-        yield World(store, engine, clock, wakes)
-    finally:
-        await store.close()
+    yield World(store, engine, clock, wakes)
 
 
 async def finish(store: Store, outcomes: Mapping[str, Decision], *, now: float) -> None:

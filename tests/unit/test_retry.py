@@ -17,10 +17,14 @@ POLICY = RetryPolicy()
 
 attempts = st.integers(min_value=1, max_value=POLICY.max_attempts - 1)
 draws = st.floats(min_value=0, max_value=1, exclude_max=True)
-failures = st.one_of(
-    st.integers(min_value=100, max_value=199),
-    st.integers(min_value=300, max_value=599),
-).map(Outcome)
+failures = (
+    st.one_of(
+        st.integers(min_value=100, max_value=199),
+        st.integers(min_value=300, max_value=599),
+    )
+    .filter(lambda status: status != 410)  # Gone disables: see below
+    .map(Outcome)
+)
 errors = st.sampled_from(["timeout", "connect", "refused", "reset", "tls", "dns"]).map(
     lambda name: Outcome.failure(name, "it broke")
 )
@@ -87,6 +91,14 @@ def test_gives_up_exactly_when_the_schedule_is_exhausted(
     ]
     assert verdicts[: len(schedule) - 1] == [Verdict.RETRY] * (len(schedule) - 1)
     assert verdicts[len(schedule) - 1 :] == [Verdict.GIVE_UP, Verdict.GIVE_UP]
+
+
+@given(attempt=st.integers(min_value=1, max_value=50), rand=draws)
+def test_410_gone_disables_at_any_attempt_and_waits_from_now(attempt: int, rand: float) -> None:
+    # Even past the schedule: a Gone endpoint is a person's to fix, the delivery waits.
+    decision = decide(POLICY, attempt=attempt, outcome=Outcome(410), now=NOW, rand=rand)
+    assert decision == Decision.disable(NOW)
+    assert decision.verdict is Verdict.DISABLE
 
 
 def test_the_default_policy_makes_eight_attempts() -> None:

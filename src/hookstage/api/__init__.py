@@ -13,7 +13,17 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from hookstage import __version__
-from hookstage.api import assets, deliveries, errors, keys, projects, tasks
+from hookstage.api import (
+    assets,
+    deliveries,
+    errors,
+    keys,
+    limits,
+    metrics,
+    projects,
+    tasks,
+    workers,
+)
 from hookstage.engine import Engine
 from hookstage.web import mount as mount_dashboard
 
@@ -21,17 +31,25 @@ __all__ = ["create_app"]
 
 
 def create_app(
-    engine: Engine, *, dispatcher_state: Callable[[], dict[str, Any]] | None = None
+    engine: Engine,
+    *,
+    dispatcher_state: Callable[[], dict[str, Any]] | None = None,
+    max_body: int = limits.MAX_BODY,
+    dispatcher_metrics: metrics.Source | None = None,
 ) -> FastAPI:
-    """The API over `engine`; `/healthz` adds `dispatcher_state()` when it is given."""
+    """The API over `engine`; `/healthz` adds `dispatcher_state()` when it is given.
+    A request body over `max_body` bytes is refused with 413. `/metrics` adds
+    `dispatcher_metrics()` (this process's dispatcher's counts) when it is given."""
     app = FastAPI(
         title="hookstage",
         version=__version__,
         description="Annotation workflows whose Webhook stage delivers every task, signed.",
     )
     app.state.engine = engine
+    app.state.metrics = dispatcher_metrics
     errors.install(app)
-    for module in (projects, assets, tasks, deliveries, keys):
+    app.add_middleware(limits.BodyLimit, limit=max_body)
+    for module in (projects, assets, tasks, deliveries, keys, metrics, workers):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["health"], summary="Liveness, without a key")

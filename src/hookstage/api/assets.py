@@ -12,6 +12,7 @@ from fastapi.responses import StreamingResponse
 
 from hookstage.api.auth import EngineDep, Manager, Reader
 from hookstage.api.errors import ApiError, body_problems
+from hookstage.api.limits import MAX_ASSETS, check_json
 from hookstage.api.projects import resolve_stage
 from hookstage.api.times import epoch
 
@@ -96,6 +97,10 @@ async def import_assets(
         raise ApiError(
             415, f"Content-Type: expected {expected}", [("header.content-type", expected)]
         )
+    if len(items) > MAX_ASSETS:
+        message = f"{len(items)} assets is more than the limit of {MAX_ASSETS} per request"
+        raise ApiError(422, f"body: {message}: import in chunks", [("body", message)])
+    check_json(items)
     with body_problems("body"):
         result = await engine.import_assets(project_id, items, skip_existing=skip_existing)
     return {

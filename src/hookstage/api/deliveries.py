@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from hookstage.api.auth import EngineDep, Manager, Reader
+from hookstage.api.limits import MAX_NAME
 from hookstage.api.projects import resolve_stage
 from hookstage.api.times import epoch, iso
 from hookstage.engine import Engine
@@ -35,7 +36,9 @@ class Rerun(BaseModel):
 
 
 class AngoRerun(Rerun):
-    stageId: str = Field(min_length=1, description="the Webhook stage to fire again")
+    stageId: str = Field(
+        min_length=1, max_length=MAX_NAME, description="the Webhook stage to fire again"
+    )
 
 
 def _text(raw: bytes | None, limit: int | None = None) -> str | None:
@@ -149,6 +152,45 @@ async def stage_log(
     if form == "json":
         return JSONResponse(lines)
     return PlainTextResponse("".join(f"{line}\n" for line in lines))
+
+
+@router.get(
+    "/api/projects/{project_id}/stages/{stage_id}",
+    summary="A Webhook stage's delivery state: endpoint enabled or not, deliveries by state",
+)
+async def stage_status(
+    project_id: ProjectId, stage_id: StageId, engine: EngineDep, _: Reader
+) -> dict[str, Any]:
+    found = await engine.stage_status(project_id, stage_id)
+    endpoint = found.endpoint
+    shown: dict[str, Any] = {
+        "projectId": project_id,
+        "stageId": stage_id,
+        "name": found.stage.name,
+        "mode": getattr(found.stage.settings, "mode", "pass"),
+        "endpoint": {
+            "state": "disabled" if endpoint.disabled else "enabled",
+            "disabledAt": iso(endpoint.disabled_at),
+            "disabledReason": endpoint.disabled_reason,
+            "enabledAt": iso(endpoint.enabled_at),
+        },
+        "deliveries": found.deliveries,
+    }
+    if found.gate is not None:
+        # Tasks resting in the gate by the state of the delivery they wait on.
+        shown["tasks"] = {"waiting": found.gate["pending"], "failed": found.gate["failed"]}
+    return shown
+
+
+@router.post(
+    "/api/projects/{project_id}/stages/{stage_id}/enable",
+    summary="Enable a Webhook stage's endpoint that a 410 Gone disabled",
+)
+async def enable_endpoint(
+    project_id: ProjectId, stage_id: StageId, engine: EngineDep, _: Manager
+) -> dict[str, Any]:
+    due = await engine.enable_endpoint(project_id, stage_id)
+    return {"projectId": project_id, "stageId": stage_id, "endpoint": "enabled", "due": due}
 
 
 async def _rerun(engine: Engine, project_id: str, stage_id: str, body: Rerun) -> dict[str, Any]:

@@ -190,6 +190,12 @@ async def _on_api(_: Request, exc: Exception) -> JSONResponse:
 
 async def _on_http(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
+    if isinstance(exc.__cause__, RecursionError):
+        # FastAPI's JSON parsing gave up on a body nested past what the parser can follow.
+        from hookstage.api.limits import MAX_DEPTH
+
+        message = f"the request body nests deeper than the limit of {MAX_DEPTH} levels"
+        return _respond(400, message, [("body", message)])
     messages = {404: "no such endpoint", 405: "method not allowed on this endpoint"}
     detail = exc.detail if isinstance(exc.detail, str) else None
     message = messages.get(exc.status_code) or detail or "request refused"

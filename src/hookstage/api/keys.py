@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from hookstage.api.auth import Admin, EngineDep
+from hookstage.api.limits import MAX_NAME
 from hookstage.api.times import epoch, iso
 from hookstage.engine import ApiKey
 
@@ -20,7 +21,11 @@ router = APIRouter(prefix="/api/keys", tags=["keys"])
 class NewKey(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, description="who or what uses it; the default acting user")
+    name: str = Field(
+        min_length=1,
+        max_length=MAX_NAME,
+        description="who or what uses it; the default acting user",
+    )
     role: Literal["admin", "manager", "labeler", "read-only"]
     expiresAt: datetime | None = Field(None, description="ISO-8601; none: it does not expire")
 

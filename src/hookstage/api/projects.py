@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from hookstage import schema, workflow
 from hookstage.api.auth import Admin, EngineDep, Reader
 from hookstage.api.errors import body_problems
+from hookstage.api.limits import MAX_NAME, check_json
 from hookstage.api.times import iso
 from hookstage.engine import Invalid, Project
 
@@ -25,7 +26,7 @@ ProjectId = Annotated[str, Path(description="the project's id")]
 class NewProject(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, description="shown to people")
+    name: str = Field(min_length=1, max_length=MAX_NAME, description="shown to people")
     categorySchema: dict[str, Any] = Field(
         default_factory=dict, description="tools, classifications and relations"
     )
@@ -73,6 +74,8 @@ def describe(project: Project, counts: dict[str, int] | None = None) -> dict[str
 
 @router.post("", status_code=201, summary="Create a project")
 async def create_project(body: NewProject, engine: EngineDep, _: Admin) -> dict[str, Any]:
+    check_json(body.categorySchema, "body.categorySchema")
+    check_json(body.workflow, "body.workflow")
     with body_problems("body"), _workflow_problems("workflow"):
         project = await engine.create_project(
             name=body.name, category_schema=body.categorySchema, workflow_json=body.workflow
@@ -113,6 +116,7 @@ async def put_workflow(
         Body(description="the workflow; a Webhook stage sent without its secret keeps the old one"),
     ],
 ) -> dict[str, Any]:
+    check_json(body)
     with _workflow_problems("body"):
         project = await engine.update_workflow(project_id, body)
     return describe(project, await engine.count_tasks(project_id))

@@ -10,6 +10,7 @@ from pydantic_core import PydanticCustomError
 
 from hookstage.api.auth import EngineDep, Labeler, Manager, Reader
 from hookstage.api.errors import body_problems
+from hookstage.api.limits import MAX_ANNOTATIONS, MAX_NAME, check_json
 from hookstage.api.projects import resolve_stage
 from hookstage.api.times import iso
 from hookstage.engine import Engine, Submission, Task
@@ -30,11 +31,19 @@ class Annotations(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    tools: list[dict[str, Any]] = Field(default_factory=list)
-    classifications: list[dict[str, Any]] = Field(default_factory=list)
-    relations: list[dict[str, Any]] = Field(default_factory=list)
+    tools: list[dict[str, Any]] = Field(default_factory=list, max_length=MAX_ANNOTATIONS)
+    classifications: list[dict[str, Any]] = Field(default_factory=list, max_length=MAX_ANNOTATIONS)
+    relations: list[dict[str, Any]] = Field(default_factory=list, max_length=MAX_ANNOTATIONS)
     brushDataUrl: str | None = None
     medicalBrushDataUrl: str | None = None
+
+    def checked(self) -> Annotations:
+        """Itself, once its nesting and strings are within the limits (else ApiError 422)."""
+        check_json(self.tools, "body.tools")
+        check_json(self.classifications, "body.classifications")
+        check_json(self.relations, "body.relations")
+        check_json([self.brushDataUrl, self.medicalBrushDataUrl], "body")
+        return self
 
     def submission(self) -> Submission:
         return Submission(
@@ -48,7 +57,9 @@ class Annotations(BaseModel):
 
 class Work(Annotations):
     duration: int = Field(0, ge=0, description="time spent, in milliseconds")
-    user: str | None = Field(None, min_length=1, description="who did it (default: the key)")
+    user: str | None = Field(
+        None, min_length=1, max_length=MAX_NAME, description="who did it (default: the key)"
+    )
 
 
 class Submit(Work):
@@ -74,14 +85,20 @@ class Review(Work):
 class Release(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    taskIds: list[str] | None = Field(None, description="only these tasks (default: all held)")
-    batch: str | None = Field(None, min_length=1, description="only tasks in this batch")
+    taskIds: list[Annotated[str, Field(max_length=MAX_NAME)]] | None = Field(
+        None, max_length=MAX_ANNOTATIONS, description="only these tasks (default: all held)"
+    )
+    batch: str | None = Field(
+        None, min_length=1, max_length=MAX_NAME, description="only tasks in this batch"
+    )
 
 
 class Requeue(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    stageId: str = Field(min_length=1, description="the stage to put the task in")
+    stageId: str = Field(
+        min_length=1, max_length=MAX_NAME, description="the stage to put the task in"
+    )
 
 
 def _summary(task: Task, stage_names: dict[str, str]) -> dict[str, Any]:
@@ -149,7 +166,10 @@ async def get_task(task_id: TaskId, engine: EngineDep, _: Reader) -> dict[str, A
 async def submit(task_id: TaskId, body: Submit, engine: EngineDep, key: Labeler) -> dict[str, Any]:
     with body_problems("body"):
         task = await engine.submit(
-            task_id, body.submission(), user=body.user or key.name, duration_ms=body.duration
+            task_id,
+            body.checked().submission(),
+            user=body.user or key.name,
+            duration_ms=body.duration,
         )
     return await task_view(engine, task)
 
@@ -163,7 +183,7 @@ async def review(task_id: TaskId, body: Review, engine: EngineDep, key: Labeler)
             accept=body.accept,
             user=body.user or key.name,
             duration_ms=body.duration,
-            submission=body.submission() if changed else None,
+            submission=body.checked().submission() if changed else None,
         )
     return await task_view(engine, task)
 

@@ -2,6 +2,11 @@
 
 Every use case runs in one transaction (`Store.transaction()`); dialect-specific SQL is kept
 in the query modules beside this one, behind plain async functions that take a connection.
+
+On SQLite one writer at a time holds the database (queued here, in order); on PostgreSQL
+writers run at once, at READ COMMITTED, and a change that two of them race for is decided by
+the row: an update conditioned on what it read (a version) or a unique key. The loser of a
+unique key gets `Duplicate`.
 """
 
 from __future__ import annotations
@@ -15,13 +20,19 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-__all__ = ["Store", "StoreError", "database_url", "open_store"]
+__all__ = ["Duplicate", "Store", "StoreError", "database_url", "insert_missing", "open_store"]
 
 
 class StoreError(Exception):
     """The database could not be opened, migrated or used."""
+
+
+class Duplicate(StoreError):
+    """A write met a unique key another transaction (committed meanwhile) wrote first;
+    nothing of the transaction was kept."""
 
 
 def database_url(value: str | Path) -> str:
@@ -104,31 +115,84 @@ class Store:
                     await conn.execution_options(**{_READ_ONLY: True})
                 async with conn.begin():
                     yield conn
+        except sa.exc.IntegrityError as exc:
+            if _is_duplicate(exc):
+                raise Duplicate(f"duplicate key: {exc.orig}") from exc
+            raise
         except sa.exc.OperationalError as exc:
             raise StoreError(f"database error: {exc.orig}") from exc
 
     async def migrate(self) -> None:
         from hookstage.store.migration import upgrade
 
-        await upgrade(self.engine)
+        try:
+            await upgrade(self.engine)
+        except (sa.exc.OperationalError, OSError) as exc:
+            raise StoreError(f"cannot open the database: {getattr(exc, 'orig', exc)}") from exc
 
     async def close(self) -> None:
         await self.engine.dispose()
 
 
-async def open_store(url: str | Path, *, migrate: bool = True) -> Store:
-    """Open (and by default migrate) the database at `url`."""
-    engine = _create_engine(database_url(url))
+def _is_duplicate(exc: sa.exc.IntegrityError) -> bool:
+    sqlstate = getattr(exc.orig, "sqlstate", None)  # psycopg
+    if sqlstate is not None:
+        return bool(sqlstate == "23505")  # unique_violation
+    name = getattr(exc.orig, "sqlite_errorname", "")
+    return name in {"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"}
+
+
+async def insert_missing(
+    conn: AsyncConnection, table: sa.Table, rows: list[dict[str, Any]]
+) -> None:
+    """Insert the rows whose unique keys are not taken yet, and skip the others, without an
+    error: on PostgreSQL a concurrent transaction may take a key between a read and this."""
+    if not rows:
+        return
+    insert: Any = (
+        postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table)
+    )
+    await conn.execute(insert.on_conflict_do_nothing(), rows)
+
+
+async def open_store(
+    url: str | Path, *, migrate: bool = True, pool_size: int | None = None
+) -> Store:
+    """Open (and by default migrate) the database at `url`.
+
+    ``pool_size`` bounds the connections this process keeps open, and as many again may be
+    opened for a burst (default 10, and 8 on SQLite).
+    """
+    if pool_size is not None and pool_size < 1:
+        raise ValueError(f"pool_size: expected 1 or more, got {pool_size}")
+    engine = _create_engine(database_url(url), pool_size)
     store = Store(engine)
     if migrate:
-        await store.migrate()
+        try:
+            await store.migrate()
+        except BaseException:
+            await engine.dispose()
+            raise
     return store
 
 
-def _create_engine(url: str) -> AsyncEngine:
+def _create_engine(url: str, pool_size: int | None) -> AsyncEngine:
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, pool_size=8, max_overflow=8)
+        size = pool_size or 8
+        engine = create_async_engine(url, pool_size=size, max_overflow=size)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    size = pool_size or 10
+    query = sa.make_url(url).query
+    return create_async_engine(
+        url,
+        pool_size=size,
+        max_overflow=size,
+        pool_pre_ping=True,
+        # PostgreSQL's default, said here because the engine's correctness is argued for it:
+        # each statement sees what committed before it, and a row another transaction is
+        # changing makes the statement wait for it, then re-check its condition.
+        isolation_level="READ COMMITTED",
+        connect_args={} if "application_name" in query else {"application_name": "hookstage"},
+    )

@@ -5,12 +5,16 @@ Leases: ``claim`` pushes ``due_at`` to the lease expiry and counts the attempt, 
 expired lease makes the delivery due again with no extra condition, and a lease is
 identified by (worker, attempt number): ``record`` and ``release`` only move a delivery
 still held by that very claim, so a late result cannot undo a newer one.
+
+A stage whose endpoint is disabled (a 410 Gone, see ``store.endpoints``) has its deliveries
+left out of every claim; those waiting when it was disabled are parked (due at ``PARKED``)
+so that claims do not step over them, and are due again when it is enabled.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,24 +22,31 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hookstage.retry import Decision, Verdict
-from hookstage.store.tables import attempts, deliveries, delivery_bodies
+from hookstage.store.notify import announce
+from hookstage.store.tables import attempts, deliveries, delivery_bodies, endpoints, tasks
 
 __all__ = [
     "MAX_STORED_RESPONSE",
+    "PARKED",
     "STATES",
     "AttemptInfo",
     "AttemptResult",
     "Claimed",
     "DeliveryDetail",
     "DeliveryInfo",
+    "Finished",
     "Lease",
     "NewDelivery",
+    "StageQueue",
     "claim",
     "counts",
     "enqueue",
+    "finished",
+    "gate_counts",
     "get_delivery",
     "list_deliveries",
     "next_due_at",
+    "queues",
     "record",
     "redeliver",
     "redeliver_stage",
@@ -46,8 +57,17 @@ __all__ = [
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 STATES = (PENDING, DELIVERED, FAILED)
 MAX_STORED_RESPONSE = 64 * 1024
+# The due time of a delivery parked behind a disabled endpoint: 9999-12-31T23:59:59Z, past
+# any claim's `now` and still a date every reader can show.
+PARKED = 253_402_300_799.0
 
-_FINAL_STATE = {Verdict.DELIVERED: DELIVERED, Verdict.GIVE_UP: FAILED, Verdict.RETRY: PENDING}
+_FINAL_STATE = {
+    Verdict.DELIVERED: DELIVERED,
+    Verdict.GIVE_UP: FAILED,
+    Verdict.RETRY: PENDING,
+    Verdict.DISABLE: PENDING,
+}
+_WAITING = frozenset({Verdict.RETRY, Verdict.DISABLE})
 
 
 @dataclass(frozen=True)
@@ -80,10 +100,11 @@ class Claimed:
     stage_id: str
     task_id: str
     external_id: str
-    body: bytes
+    body: bytes = field(repr=False)
     attempt: int
     lease_until: float
     worker: str
+    created_at: float = 0.0
 
     @property
     def lease(self) -> Lease:
@@ -92,7 +113,10 @@ class Claimed:
 
 @dataclass(frozen=True)
 class AttemptResult:
-    """How one claimed attempt ended, and what the retry policy made of it."""
+    """How one claimed attempt ended, and what the retry policy made of it.
+
+    ``project_id``, ``stage_id`` and ``task_id`` say where the delivery goes (a DISABLE
+    decision disables that stage's endpoint when they are given)."""
 
     lease: Lease
     started_at: float
@@ -103,6 +127,9 @@ class AttemptResult:
     response_headers: Mapping[str, str] | None
     response_body: bytes | None
     decision: Decision
+    project_id: str | None = None
+    stage_id: str | None = None
+    task_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -194,6 +221,7 @@ async def enqueue(conn: AsyncConnection, items: Sequence[NewDelivery]) -> None:
         delivery_bodies.insert(),
         [{"delivery_id": item.id, "body": bytes(item.body)} for item in items],
     )
+    await announce(conn)
 
 
 async def claim(
@@ -209,13 +237,19 @@ async def claim(
     """Lease up to ``limit`` due deliveries, oldest due first, in one statement.
 
     A delivery waits while an earlier one of the same task to the same stage is pending,
-    so a receiver sees a task's deliveries in order. ``exclude`` skips (project, stage)
-    pairs, for endpoints the caller has no room for.
+    so a receiver sees a task's deliveries in order, and while its stage's endpoint is
+    disabled. ``exclude`` skips (project, stage) pairs, for endpoints the caller has no
+    room for (or whose circuit is open).
     """
     until = now + lease_seconds
     due = (
         sa.select(deliveries.c.id)
-        .where(deliveries.c.state == PENDING, deliveries.c.due_at <= now, _first_in_line())
+        .where(
+            deliveries.c.state == PENDING,
+            deliveries.c.due_at <= now,
+            _first_in_line(),
+            _endpoint_enabled(),
+        )
         .order_by(deliveries.c.due_at)
         .limit(limit)
     )
@@ -240,6 +274,7 @@ async def claim(
             deliveries.c.task_id,
             deliveries.c.external_id,
             deliveries.c.attempts,
+            deliveries.c.created_at,
         )
     )
     rows = (await conn.execute(statement)).all()
@@ -255,6 +290,7 @@ async def claim(
             attempt=row.attempts,
             lease_until=until,
             worker=worker,
+            created_at=row.created_at,
         )
         for row in rows
     ]
@@ -281,6 +317,14 @@ def _first_in_line() -> sa.ColumnElement[bool]:
         # scanning every pending row per candidate (it picked ix_deliveries_state_due without).
         earlier.c.created_at <= deliveries.c.created_at,
         sa.or_(earlier.c.created_at < deliveries.c.created_at, earlier.c.id < deliveries.c.id),
+    )
+
+
+def _endpoint_enabled() -> sa.ColumnElement[bool]:
+    return ~sa.exists().where(
+        endpoints.c.project_id == deliveries.c.project_id,
+        endpoints.c.stage_id == deliveries.c.stage_id,
+        endpoints.c.disabled_at.is_not(None),
     )
 
 
@@ -339,7 +383,7 @@ def _attempt_row(result: AttemptResult) -> dict[str, Any]:
 def _delivery_change(result: AttemptResult) -> dict[str, Any]:
     decision = result.decision
     ended = result.started_at + result.duration_ms / 1000
-    retrying = decision.verdict is Verdict.RETRY
+    retrying = decision.verdict in _WAITING
     return {
         "b_id": result.lease.delivery_id,
         "b_worker": result.lease.worker,
@@ -386,6 +430,7 @@ async def redeliver(conn: AsyncConnection, delivery_id: str, *, now: float) -> b
     on, and so does the retry schedule (an exhausted one gets one more try). False, and
     nothing changes, if it is still pending (or unknown)."""
     statement = _again().where(deliveries.c.id == delivery_id).values(due_at=now)
+    await announce(conn)
     return (await conn.execute(statement)).rowcount == 1
 
 
@@ -405,6 +450,7 @@ async def redeliver_stage(
     )
     if since is not None:
         statement = statement.where(deliveries.c.created_at >= since)
+    await announce(conn)
     return (await conn.execute(statement.values(due_at=now))).rowcount
 
 
@@ -523,3 +569,101 @@ async def counts(conn: AsyncConnection, project_id: str, stage_id: str) -> dict[
     for state, number in (await conn.execute(query)).all():
         found[state] = number
     return found
+
+
+@dataclass(frozen=True)
+class StageQueue:
+    """One stage's deliveries for metrics: how many in each state, how many are due now
+    (pending, not leased, not parked) and since when the oldest of those has been due."""
+
+    project_id: str
+    stage_id: str
+    states: dict[str, int]
+    due: int
+    oldest_due_at: float | None
+
+
+async def queues(conn: AsyncConnection, *, now: float) -> list[StageQueue]:
+    """Every stage that has deliveries, with its counts (two grouped reads)."""
+    by_state = await conn.execute(
+        sa.select(
+            deliveries.c.project_id, deliveries.c.stage_id, deliveries.c.state, sa.func.count()
+        ).group_by(deliveries.c.project_id, deliveries.c.stage_id, deliveries.c.state)
+    )
+    found: dict[tuple[str, str], StageQueue] = {}
+    for project_id, stage_id, state, number in by_state.all():
+        queue = found.get((project_id, stage_id))
+        if queue is None:
+            queue = found[project_id, stage_id] = StageQueue(
+                project_id, stage_id, dict.fromkeys(STATES, 0), 0, None
+            )
+        queue.states[state] = number
+    # A claim moves due_at past now, so "due by now" leaves out what is in flight.
+    due = await conn.execute(
+        sa.select(
+            deliveries.c.project_id,
+            deliveries.c.stage_id,
+            sa.func.count(),
+            sa.func.min(deliveries.c.due_at),
+        )
+        .where(deliveries.c.state == PENDING, deliveries.c.due_at <= now)
+        .group_by(deliveries.c.project_id, deliveries.c.stage_id)
+    )
+    for project_id, stage_id, number, oldest in due.all():
+        queue = found.get((project_id, stage_id))
+        if queue is not None:
+            found[project_id, stage_id] = StageQueue(
+                project_id, stage_id, queue.states, number, float(oldest)
+            )
+    return sorted(found.values(), key=lambda q: (q.project_id, q.stage_id))
+
+
+async def gate_counts(conn: AsyncConnection, project_id: str, stage_id: str) -> dict[str, int]:
+    """The tasks resting in a stage, by the state of the delivery made when they entered it:
+    for a gate stage, "pending" waits for its delivery, "failed" waits for a person."""
+    made_on_entry = sa.and_(
+        deliveries.c.task_id == tasks.c.id,
+        deliveries.c.stage_id == tasks.c.stage_id,
+        deliveries.c.created_at >= tasks.c.entered_at,
+    )
+    query = (
+        sa.select(deliveries.c.state, sa.func.count(sa.distinct(tasks.c.id)))
+        .select_from(tasks.join(deliveries, made_on_entry))
+        .where(tasks.c.project_id == project_id, tasks.c.stage_id == stage_id)
+        .group_by(deliveries.c.state)
+    )
+    found = dict.fromkeys(STATES, 0)
+    for state, number in (await conn.execute(query)).all():
+        found[state] = number
+    return found
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A delivery that is delivered or failed, and where it went."""
+
+    id: str
+    project_id: str
+    stage_id: str
+    task_id: str
+    state: str
+    created_at: float
+
+
+async def finished(conn: AsyncConnection, ids: Collection[str]) -> list[Finished]:
+    """Those of ``ids`` that are delivered or failed (not pending), in id order."""
+    if not ids:
+        return []
+    rows = await conn.execute(
+        sa.select(
+            deliveries.c.id,
+            deliveries.c.project_id,
+            deliveries.c.stage_id,
+            deliveries.c.task_id,
+            deliveries.c.state,
+            deliveries.c.created_at,
+        )
+        .where(deliveries.c.id.in_(sorted(set(ids))), deliveries.c.state != PENDING)
+        .order_by(deliveries.c.id)
+    )
+    return [Finished(*row) for row in rows.all()]

@@ -21,7 +21,16 @@ def alembic_config(connection: sa.Connection | None = None) -> Config:
     return config
 
 
+# Any constant: it names the lock every hookstage process takes to migrate one database.
+_MIGRATION_LOCK = 0x686F6F6B  # "hook"
+
+
 def _upgrade(connection: sa.Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        # Processes starting at once on a new database migrate one after the other (the
+        # next finds the schema there); released at commit. SQLite's BEGIN IMMEDIATE does
+        # the same there.
+        connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
     command.upgrade(alembic_config(connection), "head")
 
 

@@ -11,10 +11,12 @@ __all__ = [
     "batches",
     "deliveries",
     "delivery_bodies",
+    "endpoints",
     "metadata",
     "projects",
     "task_batches",
     "tasks",
+    "workers",
 ]
 
 metadata = sa.MetaData()
@@ -128,6 +130,18 @@ attempts = sa.Table(
     sa.Index("ix_attempts_started", "started_at"),
 )
 
+# A Webhook stage's endpoint as delivery found it: a 410 Gone disables it until a person
+# enables it again. A row exists once an endpoint has been disabled.
+endpoints = sa.Table(
+    "endpoints",
+    metadata,
+    sa.Column("project_id", sa.String(32), sa.ForeignKey("projects.id"), primary_key=True),
+    sa.Column("stage_id", sa.Text, primary_key=True),
+    sa.Column("disabled_at", sa.Float, nullable=True),
+    sa.Column("disabled_reason", sa.Text, nullable=True),
+    sa.Column("enabled_at", sa.Float, nullable=True),
+)
+
 api_keys = sa.Table(
     "api_keys",
     metadata,
@@ -139,4 +153,20 @@ api_keys = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("expires_at", sa.Float, nullable=True),
     sa.Column("revoked_at", sa.Float, nullable=True),
+)
+
+# Every running `serve` and `worker` process, as it last reported itself: a row is rewritten
+# every `beat_seconds`, and one not seen for three beats is a process that is gone.
+workers = sa.Table(
+    "workers",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("host", sa.Text, nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("version", sa.String(32), nullable=False),
+    sa.Column("dispatching", sa.Boolean, nullable=False),
+    sa.Column("beat_seconds", sa.Float, nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("seen_at", sa.Float, nullable=False),
 )

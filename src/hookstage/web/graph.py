@@ -19,10 +19,10 @@ from hookstage import schema, workflow
 
 __all__ = ["Box", "Layout", "Node", "Wire", "from_workflow", "layout", "render"]
 
-BOX_W, BOX_H = 164.0, 56.0
+BOX_W, BOX_H = 150.0, 56.0
 SLOT_H = 18.0  # the room a passing wire takes in a column
 GAP_Y = 22.0
-MIN_GAP_X = 72.0
+MIN_GAP_X = 64.0
 MARGIN = 28.0  # room left of the first column and right of the last for wires going back
 LOOP_OFF, LOOP_STEP = 10.0, 5.0
 CHANNEL = 24.0  # between the loops of wires going back

@@ -40,6 +40,19 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_table(
+        "workers",
+        sa.Column("id", sa.Text(), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("host", sa.Text(), nullable=False),
+        sa.Column("pid", sa.Integer(), nullable=False),
+        sa.Column("version", sa.String(length=32), nullable=False),
+        sa.Column("dispatching", sa.Boolean(), nullable=False),
+        sa.Column("beat_seconds", sa.Float(), nullable=False),
+        sa.Column("started_at", sa.Float(), nullable=False),
+        sa.Column("seen_at", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_table(
         "batches",
         sa.Column("id", sa.String(length=32), nullable=False),
         sa.Column("project_id", sa.String(length=32), nullable=False),
@@ -50,6 +63,19 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("project_id", "name", name="uq_batches_project_name"),
+    )
+    op.create_table(
+        "endpoints",
+        sa.Column("project_id", sa.String(length=32), nullable=False),
+        sa.Column("stage_id", sa.Text(), nullable=False),
+        sa.Column("disabled_at", sa.Float(), nullable=True),
+        sa.Column("disabled_reason", sa.Text(), nullable=True),
+        sa.Column("enabled_at", sa.Float(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["project_id"],
+            ["projects.id"],
+        ),
+        sa.PrimaryKeyConstraint("project_id", "stage_id"),
     )
     op.create_table(
         "tasks",
@@ -198,7 +224,9 @@ def downgrade() -> None:
         batch_op.drop_index("ix_tasks_project_stage")
 
     op.drop_table("tasks")
+    op.drop_table("endpoints")
     op.drop_table("batches")
+    op.drop_table("workers")
     op.drop_table("projects")
     op.drop_table("api_keys")
     # ### end Alembic commands ###

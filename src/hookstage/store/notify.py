@@ -1,0 +1,89 @@
+"""Waking workers in other processes: PostgreSQL's LISTEN/NOTIFY.
+
+A transaction that makes deliveries due calls ``announce(conn)``: on PostgreSQL that queues a
+NOTIFY which the server sends when, and only if, the transaction commits (one per
+transaction however often it is called). ``listen`` runs in every process with a
+dispatcher and wakes it on each. Notifications are hints, not the queue: the dispatcher
+still polls, so one lost while the listener reconnects only delays a delivery by a poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+
+import psycopg
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from hookstage.store import database_url
+
+__all__ = ["CHANNEL", "LISTENER_NAME", "announce", "listen"]
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "hookstage_deliveries"
+LISTENER_NAME = "hookstage-listen"
+_NOTIFY = f"NOTIFY {CHANNEL}"
+
+
+async def announce(conn: AsyncConnection) -> None:
+    """Tell every listening process, at commit, that deliveries are due (PostgreSQL only:
+    on SQLite the dispatcher shares the process, or polls)."""
+    if conn.dialect.name == "postgresql":
+        await conn.exec_driver_sql(_NOTIFY)
+
+
+async def listen(
+    url: str,
+    wake: Callable[[], None],
+    *,
+    idle_seconds: float = 30.0,
+    backoff_seconds: tuple[float, float] = (0.5, 30.0),
+    on_listening: Callable[[], None] | None = None,
+) -> None:
+    """Call ``wake()`` for every notification on the PostgreSQL database at ``url``, until
+    cancelled.
+
+    A lost connection is opened again after a growing pause (``backoff_seconds``: first and
+    longest), and ``wake()`` is called once on every (re)connection for what was announced
+    while nobody listened. A connection quiet for ``idle_seconds`` is checked with a query,
+    so a dead one is noticed. ``on_listening`` is called each time LISTEN is in place.
+    """
+    conninfo = _conninfo(url)
+    first, longest = backoff_seconds
+    pause = first
+    while True:
+        try:
+            async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+                await conn.execute(f"LISTEN {CHANNEL}")
+                pause = first
+                if on_listening is not None:
+                    on_listening()
+                wake()
+                await _relay(conn, wake, idle_seconds)
+        except (psycopg.Error, OSError) as exc:
+            # The message of a connection error names the host, never the password.
+            log.warning("listening for new deliveries failed (%s); again in %.1f s", exc, pause)
+        await asyncio.sleep(pause * (0.5 + random.random()))
+        pause = min(pause * 2, longest)
+
+
+async def _relay(conn: psycopg.AsyncConnection, wake: Callable[[], None], idle: float) -> None:
+    while True:
+        async for _ in conn.notifies(timeout=idle):
+            wake()
+        await conn.execute("SELECT 1")
+
+
+def _conninfo(url: str) -> str:
+    """libpq's form of a SQLAlchemy URL (``postgresql+psycopg://`` and the like)."""
+    parsed = sa.make_url(database_url(url))
+    if parsed.get_backend_name() != "postgresql":
+        raise ValueError("url: LISTEN/NOTIFY needs a postgresql:// database URL")
+    if "application_name" not in parsed.query:
+        # Named, so that pg_stat_activity tells the listeners from the pools' connections.
+        parsed = parsed.update_query_dict({"application_name": LISTENER_NAME})
+    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)

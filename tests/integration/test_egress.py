@@ -1,0 +1,284 @@
+"""The egress guard and TLS trust on real sockets: a receiver on loopback that the server may
+reach only when an allow-list names loopback, and an https receiver trusted per stage.
+
+Every address used is on this machine (127.0.0.0/8): a refused one is refused before any
+socket exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import ipaddress
+import socket
+import ssl
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+from aiohttp.abc import AbstractResolver, ResolveResult
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from hookstage import service
+from hookstage.demo import DEMO_SCHEMA, demo_assets, demo_workflow, labeled
+from hookstage.egress import EgressPolicy, GuardedResolver, guarded_socket, parse_allow
+from hookstage.engine import Submission
+from hookstage.store.deliveries import AttemptInfo
+from hookstage.transport import AiohttpTransport, OutboundRequest, Outcome
+
+WITHIN = 20.0
+SECRET = "egress-stage-secret-0123456789"
+
+
+@dataclass
+class Receiver:
+    url: str
+    paths: list[str] = field(default_factory=list)
+
+
+@contextlib.asynccontextmanager
+async def receiving(
+    tls: ssl.SSLContext | None = None, host: str = "127.0.0.1"
+) -> AsyncIterator[Receiver]:
+    seen: list[str] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        await request.read()
+        seen.append(request.path)
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", hook)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, 0, ssl_context=tls)
+        await site.start()
+        port = runner.addresses[0][1]
+        yield Receiver(f"{'https' if tls else 'http'}://{host}:{port}", seen)
+    finally:
+        await runner.cleanup()
+
+
+async def _send(
+    policy: EgressPolicy, url: str, resolver: AbstractResolver | None = None
+) -> Outcome:
+    transport = AiohttpTransport(
+        socket_factory=guarded_socket(policy), resolver=resolver or GuardedResolver(policy)
+    )
+    try:
+        return await transport.send(OutboundRequest(url, b"{}", {}, timeout=5.0))
+    finally:
+        await transport.aclose()
+
+
+async def test_loopback_is_refused_unless_the_allow_list_names_it() -> None:
+    async with receiving() as receiver:
+        refused = await _send(EgressPolicy(), receiver.url + "/hook")
+        assert refused.status is None
+        assert refused.error_class == "egress-refused"
+        assert refused.error == (
+            "127.0.0.1 is loopback: refused; allow it with --allow-egress 127.0.0.1/32"
+            " or loopback (HOOKSTAGE_ALLOW_EGRESS)"
+        )
+        assert receiver.paths == []
+
+        allowed = await _send(parse_allow(["loopback"]), receiver.url + "/hook")
+        assert allowed.status == 200
+        assert receiver.paths == ["/hook"]
+
+
+async def test_a_name_is_judged_by_the_address_it_resolves_to() -> None:
+    async with receiving() as receiver:
+        port = receiver.url.rsplit(":", 1)[1]
+        refused = await _send(EgressPolicy(), f"http://localhost:{port}/by-name")
+        assert refused.error_class == "egress-refused"
+        assert str(refused.error).startswith("localhost resolved to 127.0.0.1 (loopback)")
+        assert "--allow-egress" in str(refused.error)
+        assert receiver.paths == []
+
+
+class _Answers(AbstractResolver):
+    """DNS as a test says: every name resolves to ``address``."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        return [
+            ResolveResult(
+                hostname=host, host=self.address, port=port,
+                family=socket.AF_INET, proto=0, flags=socket.AI_NUMERICHOST,
+            )
+        ]  # fmt: skip
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_a_name_that_now_resolves_to_a_private_address_is_refused_when_connecting() -> None:
+    # The stage was saved with a name; what counts is what the name resolves to at send time.
+    async with receiving() as receiver:
+        port = receiver.url.rsplit(":", 1)[1]
+        url = f"http://hooks.example.test:{port}/rebound"
+        policy = EgressPolicy()
+        refused = await _send(policy, url, GuardedResolver(policy, _Answers("127.0.0.1")))
+        assert refused.error_class == "egress-refused"
+        assert str(refused.error).startswith("hooks.example.test resolved to 127.0.0.1")
+        assert receiver.paths == []
+
+        allowed = parse_allow(["127.0.0.1/32"])
+        sent = await _send(allowed, url, GuardedResolver(allowed, _Answers("127.0.0.1")))
+        assert sent.status == 200
+        assert receiver.paths == ["/rebound"]
+
+
+async def test_an_ipv4_mapped_literal_is_refused_at_the_socket() -> None:
+    async with receiving() as receiver:
+        port = receiver.url.rsplit(":", 1)[1]
+        refused = await _send(EgressPolicy(), f"http://[::ffff:127.0.0.1]:{port}/mapped")
+        assert refused.error_class == "egress-refused"
+        assert "::ffff:127.0.0.1 is loopback (IPv4-mapped 127.0.0.1)" in str(refused.error)
+        assert receiver.paths == []
+
+
+# -- through the whole service -------------------------------------------------------------
+
+
+async def _attempts(svc: service.Service, project_id: str, count: int) -> list[AttemptInfo]:
+    deadline = time.monotonic() + WITHIN
+    while True:
+        found = await svc.engine.list_deliveries(project_id)
+        details = [await svc.engine.get_delivery(d.id) for d in found]
+        attempts = [a for d in details for a in d.attempt_log]
+        if len(attempts) >= count:
+            return attempts
+        assert time.monotonic() < deadline, f"only {attempts} within {WITHIN} s"
+        await asyncio.sleep(0.02)
+
+
+async def _labelled_project(svc: service.Service, workflow: list[dict[str, object]]) -> str:
+    project = await svc.engine.create_project(
+        name="p", category_schema=DEMO_SCHEMA, workflow_json=workflow
+    )
+    [task_id] = (await svc.engine.import_assets(project.id, demo_assets(1))).created
+    await svc.engine.submit(task_id, Submission(**labeled(1)), user="a@example.com")
+    return project.id
+
+
+async def test_a_refused_address_is_recorded_as_an_attempt_and_nothing_arrives(
+    tmp_path: Path,
+) -> None:
+    async with receiving() as receiver:
+        config = service.ServiceConfig(database=str(tmp_path / "db.sqlite"), port=0)
+        async with service.running(config) as svc:
+            project_id = await _labelled_project(svc, demo_workflow(receiver.url + "/hook", SECRET))
+            [attempt] = await _attempts(svc, project_id, 1)
+        assert attempt.status_code is None
+        assert attempt.error_class == "egress-refused"
+        assert "127.0.0.1 is loopback" in str(attempt.error)
+        assert "--allow-egress" in str(attempt.error)
+        assert receiver.paths == []
+
+        allowing = service.ServiceConfig(
+            database=str(tmp_path / "db2.sqlite"), port=0, allow_egress=("loopback",)
+        )
+        async with service.running(allowing) as svc:
+            project_id = await _labelled_project(svc, demo_workflow(receiver.url + "/hook", SECRET))
+            [attempt] = await _attempts(svc, project_id, 1)
+        assert (attempt.status_code, attempt.error_class) == (200, None)
+        assert receiver.paths == ["/hook"]
+
+
+# -- TLS -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Authority:
+    ca_pem: str
+    server: ssl.SSLContext
+
+
+def _authority(tmp_path: Path) -> Authority:
+    """A private CA and a certificate for 127.0.0.1 signed by it."""
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hookstage test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                crl_sign=True, encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )  # fmt: skip
+    cert_file, key_file = tmp_path / "server.pem", tmp_path / "server.key"
+    cert_file.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert_file, key_file)
+    return Authority(ca.public_bytes(serialization.Encoding.PEM).decode(), server)
+
+
+async def test_a_stage_trusts_its_own_ca_bundle_and_verification_stays_on(
+    tmp_path: Path,
+) -> None:
+    authority = _authority(tmp_path)
+    async with receiving(authority.server) as receiver:
+        trusted = demo_workflow(receiver.url + "/trusted", SECRET)
+        trusted[2]["caBundle"] = authority.ca_pem
+        untrusted = demo_workflow(receiver.url + "/untrusted", SECRET)
+        config = service.ServiceConfig(
+            database=str(tmp_path / "db.sqlite"), port=0, allow_egress=("loopback",)
+        )
+        async with service.running(config) as svc:
+            with_bundle = await _labelled_project(svc, trusted)
+            without = await _labelled_project(svc, untrusted)
+            [delivered] = await _attempts(svc, with_bundle, 1)
+            [failed] = await _attempts(svc, without, 1)
+            shown = (await svc.engine.get_project(with_bundle)).workflow
+    assert (delivered.status_code, delivered.error_class) == (200, None)
+    assert (failed.status_code, failed.error_class) == (None, "tls")
+    assert "certificate verify failed" in str(failed.error)
+    assert receiver.paths == ["/trusted"]
+    settings = shown.stages["webhook"].settings
+    assert getattr(settings, "ca_bundle", None) == authority.ca_pem
