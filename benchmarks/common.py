@@ -26,6 +26,7 @@ from collections.abc import (
     Callable,
     Coroutine,
     Iterator,
+    Mapping,
     Sequence,
 )
 from dataclasses import dataclass, field
@@ -372,7 +373,7 @@ def plot_lines(
     title: str,
     xlabel: str,
     ylabel: str,
-    series: dict[str, tuple[Sequence[float], Sequence[float]]],
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
     logy: bool = False,
     hline: tuple[float, str] | None = None,
 ) -> bool:

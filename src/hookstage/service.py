@@ -99,7 +99,9 @@ def endpoint(settings: workflow.WebhookSettings, *, now: float | None = None) ->
 
 class _StageTls:
     """Sends each request with the TLS trust of the stage its URL belongs to (a stage's
-    ``caBundle``), learnt as the dispatcher resolves stages.
+    ``caBundle``), learnt as the dispatcher resolves stages; and keeps the bearer token out
+    of what is recorded of the answer (a receiver that echoes its request would show it to
+    everyone who may read deliveries).
 
     Keyed by URL because the dispatcher hands the transport a request, not its stage: two
     stages with one URL share one trust (the last resolved wins).
@@ -117,10 +119,26 @@ class _StageTls:
 
     async def send(self, request: OutboundRequest) -> Outcome:
         context = self._contexts.get(request.url)
-        return await self._inner.send(request if context is None else replace(request, ssl=context))
+        sent = request if context is None else replace(request, ssl=context)
+        return _without_token(await self._inner.send(sent), request)
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+
+_MASK = "****"
+
+
+def _without_token(outcome: Outcome, request: OutboundRequest) -> Outcome:
+    """``outcome`` with the request's bearer token masked wherever the answer repeats it."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return outcome
+    raw = token.encode()
+    if raw not in outcome.body and not any(token in v for v in outcome.headers.values()):
+        return outcome
+    headers = {k: v.replace(token, _MASK) for k, v in outcome.headers.items()}
+    return replace(outcome, headers=headers, body=outcome.body.replace(raw, _MASK.encode()))
 
 
 def guarded_transport(policy: egress.EgressPolicy, *, concurrency: int = 256) -> AiohttpTransport:

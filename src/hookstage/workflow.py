@@ -35,7 +35,7 @@ import ssl
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import IntEnum, StrEnum
 from fractions import Fraction
 from types import MappingProxyType
@@ -132,6 +132,8 @@ CA_BUNDLE_MAX: Final = 256 * 1024
 _PEM_CERTIFICATE: Final = "-----BEGIN CERTIFICATE-----"
 # Where a Webhook stage keeps write-only values, inside its auth.
 _SECRET_FIELDS: Final = ("secret", "token", "previousSecret")
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND: Final = timedelta(milliseconds=1)
 # Shorter secrets show no tail at all: four characters of an eight-character secret is
 # half of it.
 _LAST4_MIN_LENGTH: Final = 12
@@ -1008,12 +1010,14 @@ def _moment(value: object, field_name: str, where: _Where) -> float | None:
         return None
     try:
         moment = datetime.fromisoformat(value)
-    except ValueError:
+        if moment.utcoffset() is None:
+            moment = moment.replace(tzinfo=UTC)
+        # In UTC still a date Python can write (years 1 to 9999); counted exactly, in whole
+        # milliseconds as to_json writes it back.
+        return ((moment.astimezone(UTC) - _EPOCH) // _MILLISECOND) / 1000
+    except (ValueError, OverflowError):
         where.bad(field_name, expected)
         return None
-    if moment.utcoffset() is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
 
 
 def _secret_text(value: object, field_name: str, where: _Where) -> str | None:
@@ -1296,7 +1300,7 @@ def _auth_json(auth: Auth, reveal: bool) -> dict[str, object]:
 
 
 def _iso(epoch: float) -> str:
-    moment = datetime.fromtimestamp(epoch, UTC)
+    moment = _EPOCH + round(epoch * 1000) * _MILLISECOND
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

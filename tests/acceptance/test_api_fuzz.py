@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import sqlite3
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +30,9 @@ from hookstage.demo import DEMO_SCHEMA, demo_assets, demo_workflow, labeled
 from tests.support.process import hookstage, run_cli, started
 
 SERVING = r"serving on (http://\S+)"
-EXAMPLES = 10  # per operation and mode: about 800 requests
-BUDGET = 50.0  # seconds for all of them
+# Per operation and mode: about 800 requests in all, 12-17 s on an idle machine. A fixed
+# number, not a clock, bounds the run: a busy machine makes it slower, never different.
+EXAMPLES = 10
 AUTH_HEADERS = ("Authorization", "X-API-Key", "apikey")
 
 
@@ -42,6 +42,10 @@ class Server:
     key: str
     db: Path
     ids: dict[str, str]
+
+
+# Written by the server on its own schedule (its heartbeat), not by requests.
+BY_ITSELF = frozenset({"workers"})
 
 
 def fingerprint(db: Path) -> str:
@@ -55,6 +59,8 @@ def fingerprint(db: Path) -> str:
             )
         ]
         for table in tables:
+            if table in BY_ITSELF:
+                continue
             digest.update(table.encode())
             for row in conn.execute(f'SELECT * FROM "{table}" ORDER BY rowid'):
                 digest.update(repr(row).encode())
@@ -154,14 +160,11 @@ def test_no_request_gets_a_5xx_and_a_refused_one_stores_nothing(server: Server) 
         if status >= 400:
             assert fingerprint(server.db) == before, f"{case.method} {case.formatted_path}"
 
-    started_at = time.monotonic()
     operations = _operations(server.url)
     assert len(operations) >= 20
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             _fuzz(server, operation, mode, check)
-    elapsed = time.monotonic() - started_at
-    assert elapsed < BUDGET, f"the fuzzing took {elapsed:.0f} s"
     # It reached past the refusals: some requests succeeded, many were refused.
     assert sum(n for code, n in seen.items() if code < 300) >= 20, seen
     assert sum(n for code, n in seen.items() if 400 <= code < 500) >= 100, seen

@@ -6,12 +6,14 @@ import ipaddress
 import socket
 
 import pytest
+from aiohttp.abc import AbstractResolver, ResolveResult
 from hypothesis import given
 from hypothesis import strategies as st
 
 from hookstage.egress import (
     EgressPolicy,
     EgressRefused,
+    GuardedResolver,
     Refusal,
     classify,
     guarded_socket,
@@ -173,3 +175,33 @@ def test_the_socket_factory_refuses_before_any_socket_exists() -> None:
         assert made.family == socket.AF_INET
     finally:
         made.close()
+
+
+class _Answers(AbstractResolver):
+    def __init__(self, *addresses: str) -> None:
+        self.addresses = addresses
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        return [
+            ResolveResult(
+                hostname=host, host=address, port=port, family=socket.AF_INET, proto=0, flags=0
+            )
+            for address in self.addresses
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_the_resolver_keeps_only_the_allowed_addresses_of_an_answer() -> None:
+    mixed = GuardedResolver(NOTHING_ALLOWED, _Answers("10.0.0.7", "93.184.216.34", "127.0.0.1"))
+    kept = await mixed.resolve("hooks.example.com", 443)
+    assert [r["host"] for r in kept] == ["93.184.216.34"]
+    refused = GuardedResolver(NOTHING_ALLOWED, _Answers("10.0.0.7", "169.254.169.254"))
+    with pytest.raises(EgressRefused) as caught:
+        await refused.resolve("hooks.example.com", 443)
+    assert str(caught.value).startswith(
+        "hooks.example.com resolved to 10.0.0.7 (private), 169.254.169.254 (link-local): refused"
+    )

@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hookstage import service
 from hookstage import workflow as wf
@@ -195,3 +197,19 @@ def test_no_ca_bundle_means_the_system_trust() -> None:
     settings = settings_of(wf.parse(flow({"type": "none"})))
     assert settings.ca_bundle is None
     assert "caBundle" not in wf.to_json(wf.parse(flow({"type": "none"})))[1]
+
+
+@given(
+    st.one_of(
+        st.datetimes(timezones=st.none() | st.timezones()).map(lambda moment: moment.isoformat()),
+        st.text(max_size=40),
+    )
+)
+def test_any_end_of_overlap_parses_and_round_trips_or_is_refused(until: str) -> None:
+    data = flow(rotating(previousUntil=until))
+    try:
+        parsed = wf.parse(data)
+    except wf.WorkflowError:
+        assert problem_fields(data).keys() == {"auth.previousUntil"}
+        return
+    assert wf.parse(wf.to_json(parsed, reveal_secrets=True)) == parsed

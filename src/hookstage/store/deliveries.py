@@ -242,20 +242,14 @@ async def claim(
     room for (or whose circuit is open).
     """
     until = now + lease_seconds
-    due = (
-        sa.select(deliveries.c.id)
-        .where(
-            deliveries.c.state == PENDING,
-            deliveries.c.due_at <= now,
-            _first_in_line(),
-            _endpoint_enabled(),
-        )
-        .order_by(deliveries.c.due_at)
-        .limit(limit)
-    )
+    conditions = [deliveries.c.state == PENDING, deliveries.c.due_at <= now]
     if exclude:
+        # Before the correlated subqueries: SQLite tests the terms in this order, and the
+        # rows of a held-back endpoint (often the oldest due) must cost one cheap test each.
         pair = sa.tuple_(deliveries.c.project_id, deliveries.c.stage_id)
-        due = due.where(pair.not_in(list(exclude)))
+        conditions.append(pair.not_in(list(exclude)))
+    conditions += [_first_in_line(), _endpoint_enabled()]
+    due = sa.select(deliveries.c.id).where(*conditions).order_by(deliveries.c.due_at).limit(limit)
     if dialect == "postgresql":
         due = due.with_for_update(skip_locked=True)
     statement = (
