@@ -16,6 +16,7 @@ import asyncio
 import importlib
 import importlib.util
 import inspect
+import re
 import sys
 import tempfile
 import time
@@ -48,6 +49,7 @@ from hookstage.store import open_store
 BEGIN, END = "<!-- suite:begin -->", "<!-- suite:end -->"
 DOC = DOCS / "benchmarks.md"
 COMMAND = ".venv/bin/python -m benchmarks"
+_ABSENT = "not run: the module is not there yet"
 
 
 # -- scenario 1, drain: bench_drain's parts, put together here -----------------------------
@@ -55,7 +57,7 @@ COMMAND = ".venv/bin/python -m benchmarks"
 
 async def drain(quick: bool) -> Result:
     """bench_drain's baseline and dispatcher, in alternating rounds on fresh outboxes."""
-    rounds, count, concurrency = (1, 10_000, 64) if quick else (2, 25_000, 64)
+    rounds, count, concurrency = (1, 5000, 64) if quick else (2, 25_000, 64)
     totals = {"baseline": [0.0, 0.0], "hookstage": [0.0, 0.0]}
     async with drain_receiver(0.0) as url:
         for number in range(rounds):
@@ -122,6 +124,18 @@ class Program:
     quick: tuple[str, ...] = ()
     full: tuple[str, ...] = ()
     timeout: float = 300.0
+    figures: Callable[[str], list[Figure]] | None = None
+
+
+_ISOLATED = re.compile(r"^(beside a black hole.*?)\s+[\d,]+\s+[\d.]+\s+([\d.]+)\s*$", re.M)
+
+
+def _isolation_figures(text: str) -> list[Figure]:
+    """bench_isolation's "vs alone" column (target: at least 0.9)."""
+    return [
+        Figure(f"healthy stage {name.strip()} / alone", float(ratio), "x", (">=", 0.9))
+        for name, ratio in _ISOLATED.findall(text)
+    ]
 
 
 # In the issue's order, then the scenarios other modules measure.
@@ -129,7 +143,12 @@ SCENARIOS: dict[str, Scenario | str | Program] = {
     "drain": drain,
     "peer": "benchmarks.bench_peer",
     "e2e": "benchmarks.bench_e2e",
-    "isolation": Program("benchmarks.bench_isolation", ("--quick",)),
+    "isolation": Program(
+        "benchmarks.bench_isolation",
+        ("--count", "3000", "--stuck", "300", "--repeat", "1"),
+        ("--count", "10000", "--stuck", "1000", "--repeat", "2"),
+        figures=_isolation_figures,
+    ),
     "backlog": "benchmarks.bench_backlog",
     "workflow": "benchmarks.bench_workflow",
     "scale": Program("benchmarks.bench_scale", ("--quick",)),
@@ -148,7 +167,7 @@ async def _call(name: str, quick: bool) -> Result:
         return await entry(quick)
     program = Program(entry) if isinstance(entry, str) else entry
     if importlib.util.find_spec(program.module) is None:
-        return Result(name, f"{name}: {program.module} is not there yet", notes=["not run"])
+        return Result(name, f"{name}: {program.module} is not there yet", notes=[_ABSENT])
     module = importlib.import_module(program.module)
     scenario = getattr(module, "run", None)
     if inspect.iscoroutinefunction(scenario):
@@ -182,6 +201,8 @@ async def _program(name: str, program: Program, quick: bool) -> Result:
     text = out.decode(errors="replace").rstrip()
     title = f"{name}: python -m {' '.join([program.module, *args])}"
     result = Result(name, title, text=text)
+    if program.figures is not None:
+        result.figures += program.figures(text)
     if process.returncode != 0:
         tail = "\n".join(err.decode(errors="replace").rstrip().splitlines()[-15:])
         result.text = f"{text}\n{tail}".strip()
@@ -214,7 +235,8 @@ def _summary_rows(results: list[Result]) -> list[list[str]]:
                 [result.name, figure.name, figure.shown(), figure.target_text(), figure.verdict()]
             )
         if not result.figures:
-            rows.append([result.name, "(see its table)", "", "", ""])
+            shown = "not run: no module yet" if _ABSENT in result.notes else "(see its table)"
+            rows.append([result.name, shown, "", "", ""])
     return rows
 
 

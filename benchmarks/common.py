@@ -374,6 +374,7 @@ def plot_lines(
     xlabel: str,
     ylabel: str,
     series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    logx: bool = False,
     logy: bool = False,
     hline: tuple[float, str] | None = None,
 ) -> bool:
@@ -386,6 +387,8 @@ def plot_lines(
         ax.plot(xs, ys, marker="o", label=label)
     if hline is not None:
         ax.axhline(hline[0], color="grey", linestyle="--", linewidth=1, label=hline[1])
+    if logx:
+        ax.set_xscale("log")
     if logy:
         ax.set_yscale("log")
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)

@@ -57,7 +57,7 @@ async def _chaos(
     kills = 0
     while True:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), rng.uniform(0.2, 1.0))
+            await asyncio.wait_for(stop.wait(), rng.uniform(1.0, 3.0))
         if stop.is_set():
             return kills
         slot = rng.randrange(len(workers))

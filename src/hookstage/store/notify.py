@@ -13,12 +13,15 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import psycopg
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hookstage.store import database_url
+
+if TYPE_CHECKING:
+    import psycopg
 
 __all__ = ["CHANNEL", "LISTENER_NAME", "announce", "listen"]
 
@@ -40,35 +43,78 @@ async def listen(
     url: str,
     wake: Callable[[], None],
     *,
+    gap_seconds: float = 0.05,
     idle_seconds: float = 30.0,
     backoff_seconds: tuple[float, float] = (0.5, 30.0),
     on_listening: Callable[[], None] | None = None,
 ) -> None:
-    """Call ``wake()`` for every notification on the PostgreSQL database at ``url``, until
-    cancelled.
+    """Call ``wake()`` on notifications from the PostgreSQL database at ``url``, until
+    cancelled: at once after a quiet spell, then at most once per ``gap_seconds``.
+
+    Every worker hears every commit that enqueues, and all but one of them find nothing
+    to claim: under a stream of commits, one wake per gap lets each claim several at a turn
+    (three workers woken per commit spent most of their CPU on empty claims). A
+    notification within the gap is not lost: its wake comes when the gap ends.
 
     A lost connection is opened again after a growing pause (``backoff_seconds``: first and
     longest), and ``wake()`` is called once on every (re)connection for what was announced
     while nobody listened. A connection quiet for ``idle_seconds`` is checked with a query,
     so a dead one is noticed. ``on_listening`` is called each time LISTEN is in place.
     """
+    import psycopg  # here: SQLite installations never load it
+
     conninfo = _conninfo(url)
     first, longest = backoff_seconds
     pause = first
-    while True:
-        try:
-            async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
-                await conn.execute(f"LISTEN {CHANNEL}")
-                pause = first
-                if on_listening is not None:
-                    on_listening()
-                wake()
-                await _relay(conn, wake, idle_seconds)
-        except (psycopg.Error, OSError) as exc:
-            # The message of a connection error names the host, never the password.
-            log.warning("listening for new deliveries failed (%s); again in %.1f s", exc, pause)
-        await asyncio.sleep(pause * (0.5 + random.random()))
-        pause = min(pause * 2, longest)
+    spaced = _Spaced(wake, gap_seconds)
+    try:
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    pause = first
+                    if on_listening is not None:
+                        on_listening()
+                    spaced()
+                    await _relay(conn, spaced, idle_seconds)
+            except (psycopg.Error, OSError) as exc:
+                # A connection error's message names the host, never the password.
+                log.warning("listening for deliveries failed (%s); again in %.1f s", exc, pause)
+            await asyncio.sleep(pause * (0.5 + random.random()))
+            pause = min(pause * 2, longest)
+    finally:
+        spaced.cancel()
+
+
+class _Spaced:
+    """Calls ``wake`` at most once per ``gap`` seconds; a call inside a gap is made once,
+    when the gap ends."""
+
+    def __init__(self, wake: Callable[[], None], gap: float) -> None:
+        self._wake = wake
+        self._gap = gap
+        self._last = -gap
+        self._later: asyncio.TimerHandle | None = None
+
+    def __call__(self) -> None:
+        if self._later is not None:
+            return  # a wake is already coming
+        loop = asyncio.get_running_loop()
+        wait = self._last + self._gap - loop.time()
+        if wait <= 0:
+            self._fire()
+        else:
+            self._later = loop.call_later(wait, self._fire)
+
+    def _fire(self) -> None:
+        self._later = None
+        self._last = asyncio.get_running_loop().time()
+        self._wake()
+
+    def cancel(self) -> None:
+        if self._later is not None:
+            self._later.cancel()
+            self._later = None
 
 
 async def _relay(conn: psycopg.AsyncConnection, wake: Callable[[], None], idle: float) -> None:
