@@ -8,10 +8,13 @@ clock (a slow answer does not slow the next submit), and the receiver notes when
 webhook arrives: one process, one monotonic clock (``perf_counter``).
 
 Latency is from the submit's answer to the webhook's arrival (a webhook that arrives before
-the answer counts as 0 ms), and from the submit's request. First 500 submits per second (the
-targets: p50 under 5 ms, p99 under 25 ms), then a ramp: a rate is steady when every submit
-succeeds, every webhook arrives, the submits keep up with the rate, and p99 from the
-request to the arrival is under 100 ms; the ramp stops at the first rate that is not.
+the answer counts as 0 ms), and from the submit's request. Rates go up a ramp, 500 submits
+per second among them (the targets there: p50 under 5 ms, p99 under 25 ms), a few seconds
+each. A rate is steady when every submit succeeds, every webhook arrives, the submits keep
+up, and p99 from the request to the arrival is under 100 ms. A rate that is not gets a
+second try (one stall on a shared machine can push a p99 over the line), unless it fell
+behind: the open loop stops once half a second's worth of submits is unanswered. The ramp
+stops at the first rate that is not steady (500 is measured in any case).
 Baseline in the same run: one bare HTTP hop (this process to the receiver, the same open
 loop), the floor of any webhook's latency here.
 
@@ -69,8 +72,12 @@ class _Plan:
     def duration(self, rate: int) -> float:
         return self.headline_seconds if rate == HEADLINE else self.seconds
 
+    def count(self, rate: int) -> int:
+        return math.ceil(rate * self.duration(rate))
+
     def tasks(self) -> int:
-        return self.warmup + sum(math.ceil(r * self.duration(r)) for r in self.rates)
+        """Enough for every rate, and a second try of half of them."""
+        return self.warmup + math.ceil(1.5 * sum(self.count(r) for r in self.rates))
 
 
 def _plan(quick: bool) -> _Plan:
@@ -96,7 +103,11 @@ class _Receiver:
 
     async def wait_for(self, ids: list[str], seconds: float) -> None:
         deadline = time.monotonic() + seconds
-        while not all(i in self.arrivals for i in ids) and time.monotonic() < deadline:
+        missing = set(ids)
+        while time.monotonic() < deadline:
+            missing = {i for i in missing if i not in self.arrivals}
+            if not missing:
+                return
             self.changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), max(0.0, deadline - time.monotonic()))
@@ -182,6 +193,7 @@ class _Step:
     after_request: list[float]  # ms, request to arrival
     early: int  # webhooks that arrived before their submit's answer
     server_cpu: float
+    tries: int = 1
 
     @property
     def achieved(self) -> float:
@@ -310,8 +322,12 @@ async def _ramp(load: _Load, plan: _Plan, ids: list[str], pid: int) -> list[_Ste
             if any(s.rate >= HEADLINE for s in steps):
                 break
             continue
-        count = math.ceil(rate * plan.duration(rate))
-        steps.append(await load.step(rate, _take(ids, count), pid))
+        step = await load.step(rate, _take(ids, plan.count(rate)), pid)
+        if not step.steady and step.count == step.planned and len(ids) >= plan.count(rate):
+            # Once more: on a shared machine one stall can push a p99 over the line.
+            step = await load.step(rate, _take(ids, plan.count(rate)), pid)
+            step.tries = 2
+        steps.append(step)
     return steps
 
 
@@ -360,7 +376,8 @@ async def run(quick: bool) -> Result:
                 _ms(step.after_answer, 99),
                 _ms(step.after_request, 99),
                 fmt(step.server_cpu / step.count * 1000, 2),
-                "yes" if step.steady else f"no ({_why(step)})",
+                ("yes" if step.steady else f"no ({_why(step)})")
+                + (", 2nd try" if step.tries > 1 else ""),
             ]
         )
     headline = next(s for s in steps if s.rate == HEADLINE)

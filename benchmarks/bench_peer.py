@@ -166,9 +166,8 @@ async def run(quick: bool) -> Result:
     )
     path = IMG / "bench_peer.png"
     bars = {f"{row.case}: {row.sender}": row.rate for row in rows}
-    if plot_bars(
-        path, title="Deliveries per second", ylabel="deliveries/s (log)", bars=bars, logy=True
-    ):
+    title, axis = "Deliveries per second", "deliveries/s (log)"
+    if plot_bars(path, title=title, ylabel=axis, bars=bars, logy=True, digits=0):
         result.plots.append(Plot(path, "Deliveries per second by sender and receiver (log)"))
     return result
 

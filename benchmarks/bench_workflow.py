@@ -230,7 +230,7 @@ async def _measure(count: int) -> tuple[list[_Cost], Span]:
 
 
 async def run(quick: bool) -> Result:
-    count = 300 if quick else 1000
+    count = 200 if quick else 500
     costs, plain = await _measure(count)
     whole = _Cost(
         "whole task (import + submit + review)",

@@ -93,6 +93,8 @@ class Figure:
         return _OPS[op](self.value, bound)
 
     def shown(self) -> str:
+        if math.isnan(self.value):
+            return "none"
         return f"{fmt(self.value, self.digits)}{self.unit}"
 
     def target_text(self) -> str:
@@ -391,6 +393,8 @@ def plot_lines(
         ax.set_xscale("log")
     if logy:
         ax.set_yscale("log")
+    else:
+        ax.set_ylim(bottom=0)
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
@@ -402,7 +406,13 @@ def plot_lines(
 
 
 def plot_bars(
-    path: Path, *, title: str, ylabel: str, bars: dict[str, float], logy: bool = False
+    path: Path,
+    *,
+    title: str,
+    ylabel: str,
+    bars: dict[str, float],
+    logy: bool = False,
+    digits: int = 1,
 ) -> bool:
     """Horizontal bars as a PNG; False when matplotlib is not installed."""
     plt = _pyplot()
@@ -415,7 +425,7 @@ def plot_bars(
     if logy:
         ax.set_xscale("log")
     for n, label in enumerate(labels):
-        ax.text(bars[label], n, f" {fmt(bars[label], 1)}", va="center", fontsize=8)
+        ax.text(bars[label], n, f" {fmt(bars[label], digits)}", va="center", fontsize=8)
     ax.set(title=title, xlabel=ylabel)
     ax.grid(True, axis="x", alpha=0.3)
     fig.tight_layout()

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from hookstage import payload, schema, workflow
 from hookstage.cipher import Cipher
 from hookstage.retry import Verdict
-from hookstage.store import Duplicate, Store, insert_missing
+from hookstage.store import Duplicate, Store, guard_project, insert_missing
 from hookstage.store import deliveries as outbox
 from hookstage.store import endpoints as endpoint_store
 from hookstage.store import workers as processes
@@ -232,6 +232,7 @@ class Engine:
     async def update_workflow(self, project_id: str, workflow_json: Any) -> Project:
         """Replace the workflow; a Webhook stage saved without its secret keeps the old one."""
         async with self.store.transaction() as conn:
+            await guard_project(conn, _text(project_id), exclusive=True)
             old = await self._load_project(conn, project_id)
             merged = _parse_workflow(
                 workflow.merge_secrets(workflow_json, old.workflow),
@@ -247,6 +248,7 @@ class Engine:
         return replace(old, workflow=merged, updated_at=now)
 
     async def _load_project(self, conn: AsyncConnection, project_id: str) -> Project:
+        await guard_project(conn, _text(project_id))
         stamp = (
             await conn.execute(
                 sa.select(projects.c.updated_at).where(projects.c.id == _text(project_id))

@@ -1,7 +1,7 @@
-"""The dispatcher under receiver faults, on real sockets and a real SQLite file: an endpoint
-that fails and recovers (circuit breaker), a black hole beside a healthy endpoint, 410
-Gone, 429 with Retry-After, a refused port that comes up, a connect timeout, a 10 MB
-answer."""
+"""The dispatcher under receiver faults, on real sockets and a real database (SQLite, then
+PostgreSQL): an endpoint that fails and recovers (circuit breaker), a black hole beside a
+healthy endpoint, 410 Gone, 429 with Retry-After, a refused port that comes up, a connect
+timeout, a 10 MB answer."""
 
 from __future__ import annotations
 
@@ -55,8 +55,8 @@ async def black_hole() -> AsyncIterator[BlackHole]:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    async with seeded_store(tmp_path / "db.sqlite") as opened:
+async def store(database: str) -> AsyncIterator[Store]:
+    async with seeded_store(database) as opened:
         yield opened
 
 

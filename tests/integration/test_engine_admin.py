@@ -3,6 +3,7 @@ API keys. On SQLite and PostgreSQL; attempts are recorded the way a worker recor
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -104,6 +105,39 @@ async def test_a_workflow_dropping_a_stage_that_holds_tasks_is_refused(world: Wo
     done = await world.engine.submit(ids[0], labeled(1), user="ann@example.com")
     assert done.stage_id == "Complete"
     assert await world.engine.webhook_settings(project.id, "webhook") is None
+
+
+async def test_a_workflow_update_racing_submits_never_strands_a_task(
+    world: World, database: str
+) -> None:
+    """Submits route tasks into Review while an update removes Review, from two processes
+    at once (on PostgreSQL, truly at once): either a task was moved first and the update is
+    refused, or the update was first and the task goes by the new workflow; never a task in
+    a stage the workflow no longer has."""
+    straight = [
+        stage("Start", "Start", "Label"),
+        stage("Label", "Label", "Complete"),
+        stage("Complete", "Complete"),
+    ]
+    other_store = await open_store(database)
+    try:
+        other = Engine(other_store)
+        for _ in range(3):
+            project = await world.project()
+            ids = await world.imported(project.id, assets(12))
+            await other.get_project(project.id)  # it has read (and kept) the workflow
+            results = await asyncio.gather(
+                *(world.engine.submit(t, labeled(n), user="ann@example.com") for n, t in
+                  enumerate(ids)),
+                other.update_workflow(project.id, straight),
+                return_exceptions=True,
+            )  # fmt: skip
+            assert all(not isinstance(r, Exception) or isinstance(r, Conflict) for r in results)
+            final = await world.engine.get_project(project.id)
+            placed = await world.engine.count_tasks(project.id)
+            assert set(placed) <= set(final.workflow.stages), placed
+    finally:
+        await other_store.close()
 
 
 @pytest.mark.parametrize(

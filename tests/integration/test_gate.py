@@ -1,4 +1,5 @@
-"""Gate mode end to end: engine + dispatcher (settle hook) + real receivers + real SQLite.
+"""Gate mode end to end: engine + dispatcher (settle hook) + real receivers + a real
+database (SQLite, then PostgreSQL).
 
 A task in a gate Webhook stage waits for its delivery; the transaction that records the
 receiver's 2xx moves it on; exhausted retries take the failure output, or leave it there,
@@ -9,7 +10,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -85,8 +85,8 @@ class Gate:
 
 
 @pytest.fixture
-async def gate(tmp_path: Path) -> AsyncIterator[Gate]:
-    store = await open_store(tmp_path / "db.sqlite")
+async def gate(database: str) -> AsyncIterator[Gate]:
+    store = await open_store(database)
     async with receiving() as hook, receiving() as notify:
         found = Gate(store, Engine(store), hook, notify)
         try:

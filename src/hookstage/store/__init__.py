@@ -23,7 +23,15 @@ from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-__all__ = ["Duplicate", "Store", "StoreError", "database_url", "insert_missing", "open_store"]
+__all__ = [
+    "Duplicate",
+    "Store",
+    "StoreError",
+    "database_url",
+    "guard_project",
+    "insert_missing",
+    "open_store",
+]
 
 
 class StoreError(Exception):
@@ -74,7 +82,8 @@ _READ_ONLY = "hookstage_read_only"
 @dataclass
 class Store:
     """An open database. `transaction()` gives one connection inside one transaction that
-    may write; `read()` one that only reads (it never waits for writers)."""
+    may write; `read()` one that only reads, from one snapshot (it never waits for
+    writers)."""
 
     engine: AsyncEngine
     # SQLite has one writer at a time. Queueing writers here, in order, is fair and fast;
@@ -107,12 +116,23 @@ class Store:
             async with self._writer:
                 yield
 
+    def _read_options(self) -> dict[str, Any]:
+        if self.dialect != "postgresql":
+            return {_READ_ONLY: True}  # WAL: a read transaction is one snapshot already
+        # One snapshot for the whole read, as on SQLite (READ COMMITTED takes one per
+        # statement); read-only, it never fails for serialization.
+        return {
+            _READ_ONLY: True,
+            "isolation_level": "REPEATABLE READ",
+            "postgresql_readonly": True,
+        }
+
     @asynccontextmanager
     async def _begin(self, *, read_only: bool = False) -> AsyncIterator[AsyncConnection]:
         try:
             async with self.engine.connect() as conn:
                 if read_only:
-                    await conn.execution_options(**{_READ_ONLY: True})
+                    await conn.execution_options(**self._read_options())
                 async with conn.begin():
                     yield conn
         except sa.exc.IntegrityError as exc:
@@ -153,6 +173,29 @@ async def insert_missing(
         postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table)
     )
     await conn.execute(insert.on_conflict_do_nothing(), rows)
+
+
+# The first key of the advisory lock on a project (any constant); the second is from its id.
+_PROJECT_LOCK = 0x68737470  # "hstp", an int4
+
+
+async def guard_project(conn: AsyncConnection, project_id: str, *, exclusive: bool = False) -> None:
+    """Order this transaction against changes of the project's workflow (PostgreSQL; on
+    SQLite one writer at a time does it already). Held until commit.
+
+    A step takes it shared before it reads the project, and a workflow update exclusively:
+    the update waits for the steps in progress and they wait for it, so no step routes a
+    task by a workflow being replaced (into a stage the update is removing). Steps share it:
+    they never wait for each other. It is taken in a statement of its own, so the reads
+    after it see what a waited-for update committed.
+    """
+    if conn.dialect.name != "postgresql" or conn.sync_connection is None:
+        return
+    if conn.sync_connection.get_execution_options().get(_READ_ONLY, False):
+        return  # a read moves nothing
+    take = sa.func.pg_advisory_xact_lock if exclusive else sa.func.pg_advisory_xact_lock_shared
+    key = sa.cast(sa.literal(_PROJECT_LOCK), sa.Integer)
+    await conn.execute(sa.select(take(key, sa.func.hashtext(project_id))))
 
 
 async def open_store(

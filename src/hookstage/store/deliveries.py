@@ -306,7 +306,8 @@ def _first_in_line() -> sa.ColumnElement[bool]:
     return ~sa.exists().where(
         earlier.c.task_id == deliveries.c.task_id,
         earlier.c.stage_id == deliveries.c.stage_id,
-        earlier.c.state == PENDING,
+        # Written out, not bound: only then may the planner use the partial index on it.
+        earlier.c.state == sa.literal_column(f"'{PENDING}'"),
         # The <= bound lets SQLite search ix_deliveries_task (task_id, created_at) instead of
         # scanning every pending row per candidate (it picked ix_deliveries_state_due without).
         earlier.c.created_at <= deliveries.c.created_at,

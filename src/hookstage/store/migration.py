@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -12,6 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 __all__ = ["alembic_config", "upgrade"]
 
 _HERE = Path(__file__).parent
+
+# Alembic tells of every plugin and context at INFO, on every start of every process: noise
+# in a server's log. Its warnings and errors still show.
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def alembic_config(connection: sa.Connection | None = None) -> Config:

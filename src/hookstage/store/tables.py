@@ -101,6 +101,17 @@ deliveries = sa.Table(
     sa.Index("ix_deliveries_state_due", "state", "due_at"),
     sa.Index("ix_deliveries_stage", "project_id", "stage_id", "created_at"),
     sa.Index("ix_deliveries_task", "task_id", "created_at"),
+    # The claim's "no earlier delivery of this task to this stage pending" test, exactly:
+    # without it, PostgreSQL before its first ANALYZE of a big backlog intersected the
+    # state index for every candidate: 16 s for one claim among 20,000 pending, ~60 ms with it.
+    sa.Index(
+        "ix_deliveries_pending_task",
+        "task_id",
+        "stage_id",
+        "created_at",
+        postgresql_where=sa.text("state = 'pending'"),
+        sqlite_where=sa.text("state = 'pending'"),
+    ),
 )
 
 # The exact bytes, rendered once at enqueue: every attempt sends them untouched. Kept apart

@@ -47,6 +47,10 @@ async def copy_database(
                 source, conn, table, page=page, total=totals[table.name], progress=progress
             )
         await _continue_sequences(conn, tables)
+        if conn.dialect.name == "postgresql":
+            # Statistics now, not at autovacuum's next look: without them the claim's plan
+            # over a large copied backlog is a poor one.
+            await conn.exec_driver_sql("ANALYZE")
         copied = {table.name: await _count(conn, table) for table in tables}
         if copied != totals:
             wrong = [name for name in totals if copied[name] != totals[name]]

@@ -143,6 +143,13 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
         batch_op.create_index(
+            "ix_deliveries_pending_task",
+            ["task_id", "stage_id", "created_at"],
+            unique=False,
+            postgresql_where=sa.text("state = 'pending'"),
+            sqlite_where=sa.text("state = 'pending'"),
+        )
+        batch_op.create_index(
             "ix_deliveries_stage", ["project_id", "stage_id", "created_at"], unique=False
         )
         batch_op.create_index("ix_deliveries_state_due", ["state", "due_at"], unique=False)
@@ -217,6 +224,11 @@ def downgrade() -> None:
         batch_op.drop_index("ix_deliveries_task")
         batch_op.drop_index("ix_deliveries_state_due")
         batch_op.drop_index("ix_deliveries_stage")
+        batch_op.drop_index(
+            "ix_deliveries_pending_task",
+            postgresql_where=sa.text("state = 'pending'"),
+            sqlite_where=sa.text("state = 'pending'"),
+        )
 
     op.drop_table("deliveries")
     with op.batch_alter_table("tasks", schema=None) as batch_op:
