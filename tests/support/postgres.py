@@ -13,6 +13,7 @@ which takes a few milliseconds instead of a migration's hundreds.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import itertools
 import os
@@ -48,6 +49,10 @@ class Postgres:
         self._numbers = itertools.count(1)
         self._admin = psycopg.connect(self._conninfo("postgres"), autocommit=True)
         self._template_ready = False
+        # The next test's database is made while this one runs (a copy mostly waits for
+        # the disk), on a connection of its own.
+        self._maker = concurrent.futures.ThreadPoolExecutor(1, "hookstage-pg-fresh")
+        self._next: concurrent.futures.Future[str] | None = None
         version = self._admin.info.server_version
         # FILE_COPY copies the template's files (fast for a small one); WAL_LOG (15's
         # default) writes every page to the WAL.
@@ -65,9 +70,15 @@ class Postgres:
         """A new database with the current schema (from the template): its URL."""
         if not self._template_ready:
             self._make_template()
-        name = f"t_{next(self._numbers)}"
-        self._admin.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}{self._strategy}")
+        name = self._next.result() if self._next is not None else self._copy_template()
+        self._next = self._maker.submit(self._copy_template)
         return self.url(name)
+
+    def _copy_template(self) -> str:
+        name = f"t_{next(self._numbers)}"
+        with psycopg.connect(self._conninfo("postgres"), autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}{self._strategy}")
+        return name
 
     def empty(self) -> str:
         """A new database with no tables at all: its URL."""
@@ -83,6 +94,7 @@ class Postgres:
         self._admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
     def stop(self) -> None:
+        self._maker.shutdown(wait=True)
         with contextlib.suppress(psycopg.Error):
             self._admin.close()
         self._stop()

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from hookstage.store import insert_missing
 from hookstage.store.deliveries import PARKED, PENDING
 from hookstage.store.notify import announce
 from hookstage.store.tables import deliveries, endpoints
@@ -118,10 +119,5 @@ async def disabled(conn: AsyncConnection) -> list[EndpointStatus]:
 
 
 async def _ensure_row(conn: AsyncConnection, project_id: str, stage_id: str) -> None:
-    exists = await conn.execute(
-        sa.select(endpoints.c.project_id).where(
-            endpoints.c.project_id == project_id, endpoints.c.stage_id == stage_id
-        )
-    )
-    if exists.first() is None:
-        await conn.execute(endpoints.insert().values(project_id=project_id, stage_id=stage_id))
+    # Not read-then-insert: on PostgreSQL two workers may disable one stage at once.
+    await insert_missing(conn, endpoints, [{"project_id": project_id, "stage_id": stage_id}])
