@@ -268,13 +268,10 @@ def serve(
     Stage secrets are sealed at rest with HOOKSTAGE_SECRET_KEY when it is set (see
     `hookstage secret-key`).
     """
-    from hookstage import logs, service
+    from hookstage import service
     from hookstage.api.limits import MAX_BODY
 
-    try:
-        logs.configure(log_format, log_level)
-    except ValueError as exc:
-        raise fail(str(exc), 2) from exc
+    _configure_logs(log_format, log_level)
 
     def ready(url: str) -> None:
         console.print(
@@ -295,6 +292,15 @@ def serve(
     try:
         run_until_stopped(service.serve(config, on_ready=ready))
     except (service.ServiceError, ValueError) as exc:
+        raise fail(str(exc), 2) from exc
+
+
+def _configure_logs(log_format: str, log_level: str) -> None:
+    from hookstage import logs
+
+    try:
+        logs.configure(log_format, log_level)
+    except ValueError as exc:
         raise fail(str(exc), 2) from exc
 
 
@@ -345,13 +351,10 @@ def worker(
     Give every worker the same --db and HOOKSTAGE_SECRET_KEY as serve. SIGTERM stops it:
     requests in flight finish, the deliveries it claimed go back to the others.
     """
-    from hookstage import logs, service
+    from hookstage import service
     from hookstage.store import StoreError
 
-    try:
-        logs.configure(log_format, log_level)
-    except ValueError as exc:
-        raise fail(str(exc), 2) from exc
+    _configure_logs(log_format, log_level)
 
     def ready(worker_id: str) -> None:
         console.print(
