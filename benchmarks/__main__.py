@@ -35,7 +35,7 @@ from benchmarks.common import (
     Plot,
     Result,
     console,
-    drain_receiver,
+    fast_receiver,
     fmt,
     load_average,
     machine,
@@ -59,7 +59,7 @@ async def drain(quick: bool) -> Result:
     """bench_drain's baseline and dispatcher, in alternating rounds on fresh outboxes."""
     rounds, count, concurrency = (1, 5000, 64) if quick else (2, 25_000, 64)
     totals = {"baseline": [0.0, 0.0], "hookstage": [0.0, 0.0]}
-    async with drain_receiver(0.0) as url:
+    async with fast_receiver() as (url, receiver):
         for number in range(rounds):
             with tempfile.TemporaryDirectory(prefix="bench-drain-") as tmp:
                 store = await open_store(Path(tmp) / "db.sqlite")
@@ -101,7 +101,7 @@ async def drain(quick: bool) -> Result:
     result.figures.append(Figure("hookstage deliveries/s", ours_rate, "/s", digits=0))
     result.notes.append(
         f"{rounds} round(s) of {count:,} deliveries (~2.1 KB, X-Hub-Signature), {concurrency}"
-        " in flight, receiver in its own process; SQLite WAL, synchronous=FULL."
+        f" in flight, receiver: {receiver}; SQLite WAL, synchronous=FULL."
     )
     path = IMG / "bench_drain.png"
     bars = {"bare aiohttp": base_rate, "hookstage": ours_rate}

@@ -166,7 +166,6 @@ async def _claims(db: Path) -> tuple[list[float], list[float]]:
                     lease_seconds=0.001,
                     worker="bench-backlog",
                     limit=BATCH,
-                    dialect=store.dialect,
                 )
                 claims.append((time.perf_counter() - statements) * 1000)
             turns.append((time.perf_counter() - started) * 1000)

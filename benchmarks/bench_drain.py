@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import contextlib
 import hmac
-import multiprocessing
 import tempfile
 import time
 from collections.abc import Callable, Coroutine
@@ -242,31 +241,22 @@ async def _dispatch(store: Store, url: str, count: int, concurrency: int) -> flo
 
 
 async def _main(args: argparse.Namespace) -> None:
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe()
-    receiver = ctx.Process(
-        target=_receiver_process, args=(args.delay_ms / 1000, child), daemon=True
-    )
-    receiver.start()
-    loop = asyncio.get_running_loop()
+    from benchmarks.common import fast_receiver
+
     with tempfile.TemporaryDirectory(prefix="bench-drain-") as tmp:
         store = await open_store(Path(tmp) / "db.sqlite")
         try:
-            url = await asyncio.wait_for(loop.run_in_executor(None, parent.recv), 30)
-            await _seed(store, args.count)
-            bodies = await _stored_bodies(store)
-            base = await _baseline(url, bodies, args.concurrency)
-            drain = await _dispatch(store, url, args.count, args.concurrency)
+            async with fast_receiver(args.delay_ms / 1000) as (url, receiver):
+                await _seed(store, args.count)
+                bodies = await _stored_bodies(store)
+                base = await _baseline(url, bodies, args.concurrency)
+                drain = await _dispatch(store, url, args.count, args.concurrency)
         finally:
             await store.close()
-            parent.send("stop")
-            receiver.join(timeout=10)
-            if receiver.is_alive():
-                receiver.kill()
     size = sum(len(body) for _, body in bodies) / len(bodies)
     print(
         f"bench_drain: {args.count} deliveries of {size:,.0f} B, concurrency {args.concurrency},"
-        f" receiver delay {args.delay_ms:g} ms"
+        f" receiver: {receiver}, delay {args.delay_ms:g} ms"
     )
     print(f"{'sender':<34}{'deliveries/s':>14}{'seconds':>10}{'ratio':>8}")
     for name, seconds in (

@@ -17,7 +17,17 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-__all__ = ["Circuit", "CircuitPolicy", "Signal", "State", "admit", "blocked", "record", "signal_of"]
+__all__ = [
+    "CLOSED",
+    "Circuit",
+    "CircuitPolicy",
+    "Signal",
+    "State",
+    "admit",
+    "blocked",
+    "record",
+    "signal_of",
+]
 
 # The transport's error classes that point at the endpoint or the way to it.
 _ENDPOINT_ERRORS = frozenset(
@@ -75,6 +85,10 @@ class Circuit:
         return self.opened_at + self.cooldown if self.state is State.OPEN else None
 
 
+# The circuit of an endpoint with nothing against it (immutable: one serves every endpoint).
+CLOSED = Circuit()
+
+
 def signal_of(status: int | None, error_class: str | None) -> Signal:
     """What one attempt's outcome says about the endpoint."""
     if status is not None:
@@ -107,7 +121,7 @@ def record(circuit: Circuit, policy: CircuitPolicy, signal: Signal, now: float) 
     if circuit.state is State.OPEN:
         return circuit  # answers to attempts sent before it opened change nothing
     if signal is Signal.SUCCESS:
-        return Circuit()
+        return CLOSED
     if circuit.state is State.HALF_OPEN:
         cooldown = min(circuit.cooldown * 2, policy.max_cooldown)
         return Circuit(State.OPEN, circuit.failures, now, cooldown)

@@ -26,6 +26,7 @@ import os
 import random
 import secrets
 import socket
+import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -46,7 +47,7 @@ from hookstage.store.deliveries import AttemptResult, Claimed, Lease, claim, nex
 from hookstage.store.deliveries import record as record_results
 from hookstage.store.deliveries import release as release_leases
 from hookstage.store.endpoints import disable as disable_endpoints
-from hookstage.transport import AiohttpTransport, OutboundRequest, Outcome, Transport
+from hookstage.transport import HttpTransport, OutboundRequest, Outcome, Transport
 
 __all__ = ["Dispatcher", "Endpoint", "Resolve", "Settle", "default_worker_id"]
 
@@ -62,13 +63,15 @@ class Endpoint:
     """Where and how one stage's deliveries are sent, as configured at send time.
 
     ``signer`` holds the secrets (its repr hides them); ``policy`` None means the
-    dispatcher's default.
+    dispatcher's default; ``ssl`` the TLS trust to verify an https receiver with (None: the
+    system's CAs).
     """
 
     url: str
     signer: Signer = field(default_factory=Signer)
     timeout: float = 15.0
     policy: RetryPolicy | None = None
+    ssl: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
@@ -89,22 +92,23 @@ def default_worker_id() -> str:
 
 
 class _Slot:
-    """One endpoint (URL): its concurrency limit, and how many claimed deliveries are
-    waiting for it or in flight."""
+    """One endpoint (URL): its claimed deliveries waiting to be sent, the workers sending
+    them (at most ``per_endpoint``), and how many are waiting or in flight (``backlog``)."""
 
-    __slots__ = ("backlog", "semaphore")
+    __slots__ = ("backlog", "queue", "workers")
 
-    def __init__(self, limit: int) -> None:
-        self.semaphore = asyncio.Semaphore(limit)
+    def __init__(self) -> None:
+        self.queue: deque[_Job] = deque()
+        self.workers = 0
         self.backlog = 0
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Job:
     claimed: Claimed
     endpoint: Endpoint
-    slot: _Slot
     started_at: float | None = None
+    # The worker holding the job (waiting for a global slot, or sending).
     task: asyncio.Task[None] | None = None
 
 
@@ -151,9 +155,9 @@ class Dispatcher:
         self.worker_id = worker_id or default_worker_id()
         self._resolve = resolve
         self._owns_transport = transport is None
-        # limit_per_host=0: the per-endpoint semaphores bound each URL, and two URLs on one
-        # host must not share a pool a black hole could fill.
-        self._transport = transport or AiohttpTransport(limit=concurrency, limit_per_host=0)
+        # The transport bounds connections only; the dispatcher's own per-endpoint workers
+        # bound each URL, so two URLs on one host share no limit a black hole could fill.
+        self._transport = transport or HttpTransport(limit=concurrency)
         self._policy = policy or RetryPolicy()
         self._settle = settle
         self._circuit_policy = circuit or CircuitPolicy()
@@ -176,7 +180,9 @@ class Dispatcher:
         # cannot hold every claim.
         self._capacity = concurrency + 2 * batch
         self._allowance = per_endpoint + batch
+        # Jobs a worker holds; those still queued for a worker are in their slot's queue.
         self._jobs: set[_Job] = set()
+        self._workers: set[asyncio.Task[None]] = set()
         self._slots: dict[str, _Slot] = {}
         self._stage_urls: dict[tuple[str, str], str] = {}
         self._global = asyncio.Semaphore(concurrency)
@@ -204,7 +210,7 @@ class Dispatcher:
         with claimed deliveries to how many are queued and whether claims skip them for now
         ("saturated": the queue is full)."""
         circuits = {url: state.state.value for url, state in self._circuits.items()}
-        for url in self._slots:
+        for url in (*self._slots, *self._stage_urls.values()):
             circuits.setdefault(url, circuit.State.CLOSED.value)
         endpoints = {
             url: {"queued": slot.backlog, "saturated": slot.backlog >= self._allowance}
@@ -222,7 +228,7 @@ class Dispatcher:
     def circuit_states(self) -> dict[tuple[str, str], str]:
         """The circuit of each (project, stage) this dispatcher has sent for."""
         return {
-            stage: self._circuits.get(url, Circuit()).state.value
+            stage: self._circuits.get(url, circuit.CLOSED).state.value
             for stage, url in self._stage_urls.items()
         }
 
@@ -251,6 +257,7 @@ class Dispatcher:
             await self._stop_requested.wait()
             await self._drain(self._grace)
         finally:
+            self._release_queued()
             await self._cancel_jobs(self._jobs)
             self._closing = True
             self._nudge.set()
@@ -328,7 +335,6 @@ class Dispatcher:
                     lease_seconds=self._lease_seconds,
                     worker=self.worker_id,
                     limit=limit,
-                    dialect=self.store.dialect,
                     exclude=self._held_back(now),
                 )
                 if len(claimed) < limit:
@@ -410,21 +416,46 @@ class Dispatcher:
             self._put(_result(item, now, broken, self._decide(item, self._policy, broken)))
         else:
             self._stage_urls[item.project_id, item.stage_id] = endpoint.url
-            slot = self._slots.get(endpoint.url)
-            if slot is None:
-                slot = self._slots[endpoint.url] = _Slot(self._per_endpoint)
-            slot.backlog += 1
-            job = _Job(item, endpoint, slot)
-            job.task = asyncio.create_task(self._send(job))
-            self._jobs.add(job)
+            self._enqueue(_Job(item, endpoint))
 
     # -- sending ----------------------------------------------------------------------------
+
+    def _enqueue(self, job: _Job) -> None:
+        # A worker per delivery up to the endpoint's limit, then they take turns: a task per
+        # delivery waiting on a semaphore cost more than the send itself.
+        url = job.endpoint.url
+        slot = self._slots.get(url)
+        if slot is None:
+            slot = self._slots[url] = _Slot()
+        slot.queue.append(job)
+        slot.backlog += 1
+        if slot.workers < self._per_endpoint:
+            slot.workers += 1
+            worker = asyncio.create_task(self._work(url, slot))
+            self._workers.add(worker)
+            worker.add_done_callback(self._workers.discard)
+
+    async def _work(self, url: str, slot: _Slot) -> None:
+        try:
+            while slot.queue:
+                job = slot.queue.popleft()
+                job.task = asyncio.current_task()
+                self._jobs.add(job)
+                try:
+                    await self._send(job)
+                finally:
+                    self._jobs.discard(job)
+                    slot.backlog -= 1
+        finally:
+            slot.workers -= 1
+            if slot.backlog == 0 and self._slots.get(url) is slot:
+                del self._slots[url]
 
     async def _send(self, job: _Job) -> None:
         claimed, endpoint = job.claimed, job.endpoint
         try:
-            # Endpoint slot first: a delivery queued behind a slow endpoint holds no global one.
-            async with job.slot.semaphore, self._global:
+            # The endpoint's workers bound its share; a global slot bounds them all.
+            async with self._global:
                 if self._stopping or self._lease_too_short(job) or not self._admit(job):
                     self._put(claimed.lease)  # not attempted: its attempt is not counted
                     return
@@ -434,11 +465,6 @@ class Dispatcher:
             started = job.started_at
             self._put(claimed.lease if started is None else self._interrupted(claimed, started))
             raise
-        finally:
-            self._jobs.discard(job)
-            job.slot.backlog -= 1
-            if job.slot.backlog == 0:
-                self._slots.pop(endpoint.url, None)
         decision = self._decide(claimed, endpoint.policy or self._policy, outcome)
         self._observe(claimed, endpoint, outcome, decision)
         self._put(_result(claimed, started_at, outcome, decision))
@@ -449,7 +475,7 @@ class Dispatcher:
         if (job.claimed.project_id, job.claimed.stage_id) in self._gone:
             return False
         url = job.endpoint.url
-        before = self._circuits.get(url, Circuit())
+        before = self._circuits.get(url, circuit.CLOSED)
         after, admitted = circuit.admit(before, self._clock())
         if after != before:
             self._circuits[url] = after
@@ -466,10 +492,11 @@ class Dispatcher:
             self.metrics.delivered(*stage, now - claimed.created_at)
         elif decision.verdict is Verdict.DISABLE:
             self._gone.add(stage)
-        before = self._circuits.get(endpoint.url, Circuit())
+        before = self._circuits.get(endpoint.url, circuit.CLOSED)
         signal = circuit.signal_of(outcome.status, outcome.error_class)
         after = circuit.record(before, self._circuit_policy, signal, now)
-        self._circuits[endpoint.url] = after
+        if after is not before:
+            self._circuits[endpoint.url] = after
         _log_attempt(claimed, endpoint, outcome, decision, now)
         if after.state is not before.state:
             _log_circuit(endpoint, after)
@@ -490,7 +517,9 @@ class Dispatcher:
                     claimed.body, msg_id=claimed.id, timestamp=int(started_at)
                 ),
             }
-            request = OutboundRequest(endpoint.url, claimed.body, headers, endpoint.timeout)
+            request = OutboundRequest(
+                endpoint.url, claimed.body, headers, endpoint.timeout, endpoint.ssl
+            )
             return await self._transport.send(request)
         except Exception as exc:  # a bug here must fail one attempt, not lose the delivery
             log.exception("delivery %s: sending failed unexpectedly", claimed.id)
@@ -511,7 +540,16 @@ class Dispatcher:
         # Interrupted, not refused: due again at once (for this or another worker).
         return _result(claimed, started_at, outcome, Decision.retry(now))
 
+    def _release_queued(self) -> None:
+        for url, slot in list(self._slots.items()):
+            while slot.queue:
+                self._put(slot.queue.popleft().claimed.lease)
+                slot.backlog -= 1
+            if slot.backlog == 0 and slot.workers == 0:
+                del self._slots[url]
+
     async def _drain(self, grace: float) -> None:
+        self._release_queued()
         await self._cancel_jobs(job for job in self._jobs if job.started_at is None)
         running = [job.task for job in self._jobs if job.task is not None]
         if running:

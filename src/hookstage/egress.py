@@ -10,13 +10,13 @@ public internet is refused unless an allow-list names it:
 - IPv6 forms that carry an IPv4 address (IPv4-mapped, IPv4-compatible, NAT64, 6to4) are
   judged by the IPv4 address they carry.
 
-The decision is made on the address a connection is actually made to, when it is made: in
-aiohttp's connector, by the resolver (:class:`GuardedResolver`: names, after DNS) and by the
-socket factory (:func:`guarded_socket`: every connection attempt, IP literals included,
-which skip the resolver). A name that resolved to a public address when the workflow was
-saved and resolves to a private one now is refused now.
+The decision is made on the address a connection is actually made to, when it is made:
+the transport (``hookstage.pool``) resolves a name itself, puts the addresses through
+:meth:`EgressPolicy.admit` and connects its own socket to one of those it kept, an IP
+literal taking the same road. A name that resolved to a public address when the workflow
+was saved and resolves to a private one now is refused now.
 
-:func:`classify` and :meth:`EgressPolicy.refusal` are pure.
+:func:`classify`, :meth:`EgressPolicy.refusal` and :meth:`EgressPolicy.admit` are pure.
 """
 
 from __future__ import annotations
@@ -24,15 +24,10 @@ from __future__ import annotations
 import errno
 import functools
 import ipaddress
-import socket
 import ssl
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, TypeAlias
-
-from aiohttp import AddrInfoType, SocketFactoryType
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
 
 __all__ = [
     "ALLOW_ENV",
@@ -41,10 +36,8 @@ __all__ = [
     "WORDS",
     "EgressPolicy",
     "EgressRefused",
-    "GuardedResolver",
     "Refusal",
     "classify",
-    "guarded_socket",
     "parse_allow",
     "tls_context",
 ]
@@ -200,6 +193,25 @@ class EgressPolicy:
             return None
         return Refusal(_shown(parsed), kind, f"{target}/{target.max_prefixlen}")
 
+    def admit(self, host: str, addresses: Sequence[str]) -> list[str]:
+        """The ``addresses`` (IP literals) of ``host`` a connection may be made to, in
+        their order: those not refused. Raises EgressRefused when every one is refused,
+        with one clear message: the address's own for an IP-literal host, else the
+        addresses the name resolved to. No addresses in, none out."""
+        kept: list[str] = []
+        refused: list[Refusal] = []
+        for address in addresses:
+            refusal = self.refusal(address)
+            if refusal is None:
+                kept.append(address)
+            else:
+                refused.append(refusal)
+        if kept or not refused:
+            return kept
+        if len(refused) == 1 and _parse_address(host) is not None:
+            raise EgressRefused.at(refused[0])
+        raise EgressRefused.resolving(host, refused)
+
     def _allows(self, address: Address) -> bool:
         plain = address.__class__(int(address))  # without an IPv6 scope such as %eth0
         return any(plain.version == net.version and plain in net for net in self.allowed)
@@ -227,56 +239,6 @@ def parse_allow(values: Iterable[str]) -> EgressPolicy:
                 expected = f"a CIDR such as 10.0.0.0/8 or ::1/128, or one of {', '.join(WORDS)}"
                 raise ValueError(f"{ALLOW_OPTION}: {entry!r} is not {expected}") from None
     return EgressPolicy(tuple(dict.fromkeys(allowed)))
-
-
-def guarded_socket(policy: EgressPolicy) -> SocketFactoryType:
-    """A socket factory for aiohttp's ``TCPConnector``: it is called with the exact address
-    of every connection attempt and raises EgressRefused for one the policy refuses."""
-
-    def factory(addr_info: AddrInfoType) -> socket.socket:
-        family, kind, proto, _, address = addr_info
-        refusal = policy.refusal(str(address[0]))
-        if refusal is not None:
-            raise EgressRefused.at(refusal)
-        return socket.socket(family, kind, proto)
-
-    return factory
-
-
-class GuardedResolver(AbstractResolver):
-    """aiohttp's resolver with the refused addresses taken out of every answer; a name
-    with nothing left raises EgressRefused (one clear message instead of one per address).
-
-    ``inner`` defaults to aiohttp's own resolver, made on first use (inside the loop).
-    """
-
-    def __init__(self, policy: EgressPolicy, inner: AbstractResolver | None = None) -> None:
-        self._policy = policy
-        self._inner = inner
-        self._owns_inner = inner is None
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        if self._inner is None:
-            self._inner = DefaultResolver()
-        found = await self._inner.resolve(host, port, family)
-        kept: list[ResolveResult] = []
-        refused: list[Refusal] = []
-        for result in found:
-            refusal = self._policy.refusal(result["host"])
-            if refusal is None:
-                kept.append(result)
-            else:
-                refused.append(refusal)
-        if not kept and refused:
-            raise EgressRefused.resolving(host, refused)
-        return kept
-
-    async def close(self) -> None:
-        if self._inner is not None and self._owns_inner:
-            inner, self._inner = self._inner, None
-            await inner.close()
 
 
 @functools.lru_cache(maxsize=64)

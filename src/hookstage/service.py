@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
-import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
@@ -28,7 +28,7 @@ from hookstage.engine import Engine, EngineError
 from hookstage.signing import Scheme, Signer
 from hookstage.store import Store, StoreError, notify, open_store
 from hookstage.store import workers as processes
-from hookstage.transport import AiohttpTransport, OutboundRequest, Outcome, Transport
+from hookstage.transport import HttpTransport, OutboundRequest, Outcome, Transport
 
 __all__ = [
     "Service",
@@ -94,33 +94,24 @@ def endpoint(settings: workflow.WebhookSettings, *, now: float | None = None) ->
         signer = Signer([Scheme.BEARER], token=auth.token.reveal())
     else:
         signer = Signer()
-    return Endpoint(settings.url, signer, timeout=settings.timeout_ms / 1000)
+    trust = None if settings.ca_bundle is None else _tls_context(settings.ca_bundle)
+    return Endpoint(settings.url, signer, timeout=settings.timeout_ms / 1000, ssl=trust)
 
 
-class _StageTls:
-    """Sends each request with the TLS trust of the stage its URL belongs to (a stage's
-    ``caBundle``), learnt as the dispatcher resolves stages; and keeps the bearer token out
-    of what is recorded of the answer (a receiver that echoes its request would show it to
-    everyone who may read deliveries).
+# One context per CA bundle: stages resolve every turn, and a context loads its bundle
+# once; the same context also lets the transport reuse its connections.
+_tls_context = functools.lru_cache(maxsize=64)(egress.tls_context)
 
-    Keyed by URL because the dispatcher hands the transport a request, not its stage: two
-    stages with one URL share one trust (the last resolved wins).
-    """
+
+class _TokenMasked:
+    """Keeps the bearer token out of what is recorded of an answer: a receiver that echoes
+    its request would show it to everyone who may read deliveries."""
 
     def __init__(self, inner: Transport) -> None:
         self._inner = inner
-        self._contexts: dict[str, ssl.SSLContext] = {}
-
-    def trust(self, url: str, ca_bundle: str | None) -> None:
-        if ca_bundle is None:
-            self._contexts.pop(url, None)
-        else:
-            self._contexts[url] = egress.tls_context(ca_bundle)
 
     async def send(self, request: OutboundRequest) -> Outcome:
-        context = self._contexts.get(request.url)
-        sent = request if context is None else replace(request, ssl=context)
-        return _without_token(await self._inner.send(sent), request)
+        return _without_token(await self._inner.send(request), request)
 
     async def aclose(self) -> None:
         await self._inner.aclose()
@@ -141,14 +132,10 @@ def _without_token(outcome: Outcome, request: OutboundRequest) -> Outcome:
     return replace(outcome, headers=headers, body=outcome.body.replace(raw, _MASK.encode()))
 
 
-def guarded_transport(policy: egress.EgressPolicy, *, concurrency: int = 256) -> AiohttpTransport:
-    """The HTTP transport with the egress guard on every connection (resolver and socket)."""
-    return AiohttpTransport(
-        limit=concurrency,
-        limit_per_host=0,  # the dispatcher bounds each endpoint itself
-        socket_factory=egress.guarded_socket(policy),
-        resolver=egress.GuardedResolver(policy),
-    )
+def guarded_transport(policy: egress.EgressPolicy, *, concurrency: int = 256) -> HttpTransport:
+    """The HTTP transport with the egress guard on every connection: each address it is
+    about to connect to, resolved or literal, is screened by ``policy`` first."""
+    return HttpTransport(limit=concurrency, egress=policy)
 
 
 def _cipher(config: ServiceConfig) -> Cipher | None:
@@ -184,7 +171,7 @@ async def running(config: ServiceConfig) -> AsyncIterator[Service]:
     """
     policy = egress.parse_allow(config.allow_egress)
     store, engine = await _opened(config, _cipher(config))
-    transport = _StageTls(guarded_transport(policy, concurrency=config.concurrency))
+    transport = _TokenMasked(guarded_transport(policy, concurrency=config.concurrency))
     dispatcher = _dispatcher(config, engine, transport) if config.dispatch else None
     sock = _listen(config.host, config.port)
     host, port = sock.getsockname()[:2]
@@ -215,14 +202,13 @@ async def running(config: ServiceConfig) -> AsyncIterator[Service]:
         await store.close()
 
 
-def _dispatcher(config: ServiceConfig, engine: Engine, transport: _StageTls) -> Dispatcher:
+def _dispatcher(config: ServiceConfig, engine: Engine, transport: Transport) -> Dispatcher:
     """A dispatcher sending each stage's deliveries as its settings say at send time."""
 
     async def resolve(project_id: str, stage_id: str) -> Endpoint | None:
         settings = await engine.webhook_settings(project_id, stage_id)
         if settings is None:
             return None
-        transport.trust(settings.url, settings.ca_bundle)
         return endpoint(settings, now=engine.clock())
 
     dispatcher = Dispatcher(
@@ -246,7 +232,7 @@ async def work(config: ServiceConfig, *, on_ready: Callable[[str], None] | None 
     """
     policy = egress.parse_allow(config.allow_egress)
     store, engine = await _opened(config, _cipher(config))
-    transport = _StageTls(guarded_transport(policy, concurrency=config.concurrency))
+    transport = _TokenMasked(guarded_transport(policy, concurrency=config.concurrency))
     dispatcher = _dispatcher(config, engine, transport)
     delivering = asyncio.create_task(dispatcher.run())
     try:

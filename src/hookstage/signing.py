@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import re
 import secrets as _random
@@ -64,7 +63,7 @@ def hub_signature(secret: str | bytes, body: Body) -> str:
     Raises TypeError for a body that is not bytes or a secret that is not str/bytes,
     ValueError for an empty secret.
     """
-    return hmac.new(_hmac_key(secret), _body(body), hashlib.sha1).hexdigest()
+    return hmac.digest(_hmac_key(secret), _body(body), "sha1").hex()
 
 
 def hub_signature_256(secret: str | bytes, body: Body) -> str:
@@ -72,7 +71,7 @@ def hub_signature_256(secret: str | bytes, body: Body) -> str:
 
     Raises like ``hub_signature``.
     """
-    return "sha256=" + hmac.new(_hmac_key(secret), _body(body), hashlib.sha256).hexdigest()
+    return "sha256=" + hmac.digest(_hmac_key(secret), _body(body), "sha256").hex()
 
 
 def standard_webhooks_headers(
@@ -95,8 +94,7 @@ def standard_webhooks_headers(
         raise ValueError("secrets: at least one Standard Webhooks secret is needed")
     signed = f"{ident}.{stamp}.".encode() + data
     signature = " ".join(
-        "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
-        for key in keys
+        "v1," + base64.b64encode(hmac.digest(key, signed, "sha256")).decode() for key in keys
     )
     return {"webhook-id": ident, "webhook-timestamp": stamp, "webhook-signature": signature}
 
@@ -247,6 +245,8 @@ def _standard_key(secret: str, field: str) -> bytes:
 
 
 def _body(body: Body) -> bytes:
+    if type(body) is bytes:  # the usual case, and immutable: no copy
+        return body
     if isinstance(body, (bytes, bytearray, memoryview)):
         return bytes(body)
     raise TypeError(f"body must be the exact bytes to send, got {type(body).__name__}")

@@ -1,27 +1,39 @@
 """The HTTP seam: send one request, get one Outcome, never an exception for the network.
 
-``Transport`` is what the dispatcher needs; ``AiohttpTransport`` is the real one (one
-keep-alive session, redirects off, the response body read up to 64 KiB). Tests and other
-senders can put any object with ``send`` and ``aclose`` in its place.
+``Transport`` is what the dispatcher needs; ``HttpTransport`` is the real one: a lean
+HTTP/1.1 client (``hookstage.pool``: asyncio protocols, httptools' parser, keep-alive
+connections per origin), redirects never followed, the response body read up to 64 KiB.
+Tests and other senders can put any object with ``send`` and ``aclose`` in its place.
 """
 
 from __future__ import annotations
 
+import functools
+import re
+import socket
 import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
-
-import aiohttp
-from aiohttp.abc import AbstractResolver
+from typing import NamedTuple, Protocol
+from urllib.parse import SplitResult, quote, urlsplit
 
 from hookstage.egress import ERROR_CLASS as EGRESS_REFUSED
-from hookstage.egress import EgressRefused
+from hookstage.egress import EgressPolicy, EgressRefused
+from hookstage.pool import (
+    Answer,
+    Closed,
+    ConnectTimeout,
+    Origin,
+    Pool,
+    ProtocolError,
+    RawHeaders,
+    Resolver,
+)
 
 __all__ = [
     "MAX_RESPONSE_BODY",
-    "AiohttpTransport",
+    "HttpTransport",
     "OutboundRequest",
     "Outcome",
     "Transport",
@@ -48,7 +60,7 @@ class OutboundRequest:
 class Outcome:
     """How one request ended: an HTTP answer (``status``) or a network error
     (``error_class`` such as "timeout", "connect-timeout", "connect", "refused", "reset",
-    "tls", "dns", "protocol", "egress-refused", with a human ``error`` message)."""
+    "tls", "dns", "protocol", "egress-refused", "url", with a human ``error`` message)."""
 
     status: int | None
     headers: Mapping[str, str] = field(default_factory=dict)
@@ -76,89 +88,233 @@ class Transport(Protocol):
     async def aclose(self) -> None: ...
 
 
-class AiohttpTransport:
-    """aiohttp with one keep-alive ``ClientSession`` (made on first use, inside the loop).
+class HttpTransport:
+    """HTTP/1.1 POSTs over keep-alive connections (the pool is made on first use, inside
+    the running loop; ``aclose`` closes it, and a later ``send`` makes a new one).
 
-    ``limit`` bounds all connections, ``limit_per_host`` those to one host; the dispatcher
-    bounds concurrency itself, so these only need to be at least as large. ``socket_factory``
-    is passed to aiohttp's connector, which calls it with the exact address of every
-    connection attempt (the place for an egress guard to refuse one by raising OSError);
-    ``resolver`` replaces aiohttp's DNS resolver (closed with the transport).
+    ``limit`` bounds all connections (the dispatcher bounds each endpoint itself);
+    ``connect_timeout`` bounds resolving, connecting and the TLS handshake (capped by the
+    request's timeout); ``idle_timeout`` closes keep-alive connections idle that long (Node
+    servers close theirs at 5 s). ``egress``: the policy every address is screened by
+    before a connection is made to it (None: no guard). ``resolver``: ``async (host, port)
+    -> IP literals``, the system's by default.
     """
 
     def __init__(
         self,
         *,
         limit: int = 256,
-        limit_per_host: int = 64,
         connect_timeout: float = 10.0,
+        idle_timeout: float = 4.0,
         max_body: int = MAX_RESPONSE_BODY,
-        socket_factory: aiohttp.SocketFactoryType | None = None,
-        resolver: AbstractResolver | None = None,
+        egress: EgressPolicy | None = None,
+        resolver: Resolver | None = None,
     ) -> None:
+        if limit < 1:
+            raise ValueError(f"limit: expected at least 1 connection, got {limit!r}")
+        for name, value in (("connect_timeout", connect_timeout), ("idle_timeout", idle_timeout)):
+            if not value > 0:
+                raise ValueError(f"{name}: expected seconds > 0, got {value!r}")
         self._limit = limit
-        self._limit_per_host = limit_per_host
         self._connect_timeout = connect_timeout
+        self._idle_timeout = idle_timeout
         self._max_body = max_body
-        self._socket_factory = socket_factory
+        self._egress = egress
         self._resolver = resolver
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: Pool | None = None
 
-    def _open(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(
+    def _opened(self) -> Pool:
+        if self._pool is None:
+            self._pool = Pool(
                 limit=self._limit,
-                limit_per_host=self._limit_per_host,
-                socket_factory=self._socket_factory,
+                idle_timeout=self._idle_timeout,
+                max_body=self._max_body,
                 resolver=self._resolver,
+                egress=self._egress,
             )
-            # No cookie jar: one receiver's cookies must never reach another.
-            self._session = aiohttp.ClientSession(
-                connector=connector, cookie_jar=aiohttp.DummyCookieJar()
-            )
-        return self._session
+        return self._pool
 
     async def send(self, request: OutboundRequest) -> Outcome:
-        session = self._open()
-        timeout = aiohttp.ClientTimeout(
-            total=request.timeout, connect=min(request.timeout, self._connect_timeout)
-        )
         started = time.perf_counter()
         try:
-            async with session.post(
-                request.url,
-                data=request.body,
-                headers=dict(request.headers),
-                allow_redirects=False,
-                timeout=timeout,
-                ssl=True if request.ssl is None else request.ssl,
-            ) as response:
-                body = await _read_start(response.content, self._max_body)
-                headers = {key: ", ".join(response.headers.getall(key)) for key in response.headers}
-                status = response.status
-        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+            target = _target(request.url)
+        except ValueError as exc:
+            return Outcome.failure("url", str(exc), duration_ms=_since(started))
+        try:
+            head = _head(target, request)
+        except ValueError as exc:
+            return Outcome.failure("client", str(exc), duration_ms=_since(started))
+        pool = self._opened()
+        tls = (request.ssl or _default_tls()) if target.secure else None
+        origin = Origin(target.host, target.port, tls)
+        try:
+            deadline = pool.loop.time() + request.timeout
+            answer = await self._exchange(pool, origin, (head, request.body), deadline)
+        except (OSError, ProtocolError) as exc:
             error_class, error = classify_error(exc, timeout=request.timeout)
             return Outcome.failure(error_class, error, duration_ms=_since(started))
-        return Outcome(status, headers, body, _since(started))
+        return Outcome(answer.status, _headers(answer.headers), answer.body, _since(started))
+
+    async def _exchange(
+        self, pool: Pool, origin: Origin, data: tuple[bytes, bytes], deadline: float
+    ) -> Answer:
+        conn = pool.take(origin)
+        if conn is not None:
+            try:
+                answer = await conn.request(data, deadline)
+            except Closed as exc:
+                # The receiver closed this idle keep-alive connection as we reused it: no
+                # byte of an answer came, so send once more on a fresh connection. Delivery
+                # is at-least-once, so a receiver that did get the request sees a repeat it
+                # must allow anyway; without this, every stale connection would cost a
+                # delivery a whole retry-schedule delay.
+                if exc.answered:
+                    raise
+            except BaseException:
+                conn.close()  # cancelled, timed out or broken: never reused
+                raise
+            else:
+                pool.release(conn)
+                return answer
+        connect_by = min(pool.loop.time() + self._connect_timeout, deadline)
+        conn = await pool.open(origin, connect_by)
+        try:
+            answer = await conn.request(data, deadline)
+        except BaseException:
+            conn.close()
+            raise
+        pool.release(conn)
+        return answer
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
-        if self._resolver is not None:
-            await self._resolver.close()
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.aclose()
 
 
-async def _read_start(stream: aiohttp.StreamReader, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while size < limit:
-        chunk = await stream.read(limit - size)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)
+@functools.cache
+def _default_tls() -> ssl.SSLContext:
+    # One context for every request without its own: their connections share a pool.
+    return ssl.create_default_context()
+
+
+class _Target(NamedTuple):
+    host: str
+    port: int
+    secure: bool
+    authority: str  # the Host header
+    path: str  # the request target: path and query, percent-encoded
+
+
+_HOST = re.compile(r"[A-Za-z0-9._~%:!$&'()*+,;=-]+")
+_PATH_SAFE = "/%:@!$&'()*+,;=-._~"
+_QUERY_SAFE = _PATH_SAFE + "?"
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_OURS = frozenset({"content-length", "transfer-encoding", "expect"})  # we frame the body
+
+
+@functools.lru_cache(maxsize=1024)
+def _target(url: str) -> _Target:
+    """Where ``url`` goes. The messages never repeat the URL: it may carry a token."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise ValueError("url: expected an http:// or https:// URL")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("url: credentials (user:password@) are not sent; use auth instead")
+    host = _host(parts.hostname or "")
+    default = 443 if scheme == "https" else 80
+    port = _port(parts, default)
+    authority = f"[{host}]" if ":" in host else host
+    if port != default:
+        authority += f":{port}"
+    path = quote(parts.path or "/", safe=_PATH_SAFE)
+    if parts.query:
+        path += "?" + quote(parts.query, safe=_QUERY_SAFE)
+    return _Target(host, port, scheme == "https", authority, path)
+
+
+def _host(host: str) -> str:
+    if not host.isascii():
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise ValueError("url: the host is not a valid international name") from None
+    if not _HOST.fullmatch(host):
+        raise ValueError("url: expected a host name or IP address")
+    return host
+
+
+def _port(parts: SplitResult, default: int) -> int:
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or out of range
+        port = 0
+    if port is None:
+        return default
+    if not 0 < port < 65536:
+        raise ValueError("url: expected a port between 1 and 65535")
+    return port
+
+
+def _head(target: _Target, request: OutboundRequest) -> bytes:
+    """The request line and headers: Host, Content-Length, then the caller's (a Host of
+    theirs replaces ours; framing headers of theirs are dropped: the body is ours to frame).
+    Messages name a bad header, never its value (it may be a signature or a token)."""
+    host = target.authority
+    lines: list[str] = []
+    for name, value in request.headers.items():
+        kind = _kind(name)
+        if kind is _PLAIN:
+            lines.append(f"{name}: {value}\r\n")
+        elif kind is _HOST_HEADER:
+            host = value
+    block = "".join(lines)
+    # Names are tokens, so a value with a line break is the only way to smuggle in more.
+    if block.count("\n") != len(lines) or block.count("\r") != len(lines) or not _safe(host):
+        raise ValueError(f"headers: {_broken(request.headers)}: line breaks are not allowed")
+    return (
+        f"POST {target.path} HTTP/1.1\r\nHost: {host}\r\n"
+        f"Content-Length: {len(request.body)}\r\n{block}\r\n"
+    ).encode()
+
+
+_PLAIN, _HOST_HEADER, _FRAMING = "plain", "host", "framing"
+
+
+@functools.lru_cache(maxsize=512)
+def _kind(name: str) -> str:
+    """What a caller's header name is to the request head; ValueError if not a name."""
+    if _TOKEN.fullmatch(name) is None:
+        raise ValueError(f"headers: {name!r} is not a valid header name")
+    lowered = name.lower()
+    if lowered == "host":
+        return _HOST_HEADER
+    return _FRAMING if lowered in _OURS else _PLAIN
+
+
+def _safe(value: str) -> bool:
+    return "\r" not in value and "\n" not in value
+
+
+def _broken(headers: Mapping[str, str]) -> str:
+    return next(k for k, v in headers.items() if not _safe(v))
+
+
+def _headers(raw: RawHeaders) -> dict[str, str]:
+    """The response headers, a name given more than once joined with ", " (the first
+    spelling of the name is kept)."""
+    headers: dict[str, str] = {}
+    spelling: dict[str, str] = {}
+    for raw_name, raw_value in raw:
+        name = raw_name.decode("utf-8", "surrogateescape")
+        value = raw_value.decode("utf-8", "surrogateescape")
+        first = spelling.setdefault(name.lower(), name)
+        if first in headers:
+            headers[first] += ", " + value
+        else:
+            headers[first] = value
+    return headers
 
 
 def _since(started: float) -> float:
@@ -167,28 +323,27 @@ def _since(started: float) -> float:
 
 def classify_error(exc: BaseException, *, timeout: float) -> tuple[str, str]:
     """(error_class, message) for an exception raised while sending."""
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):  # the connect limit, not the total
+    if isinstance(exc, ConnectTimeout):  # the connect limit, not the total
         return "connect-timeout", "no connection within the connect timeout"
-    if isinstance(exc, TimeoutError):  # aiohttp's timeouts subclass it too
+    if isinstance(exc, TimeoutError):
         return "timeout", f"no complete answer within {timeout:g} s"
-    refused = getattr(exc, "os_error", exc)
-    if isinstance(refused, EgressRefused):
-        return EGRESS_REFUSED, _message(refused)
+    if isinstance(exc, EgressRefused):
+        return EGRESS_REFUSED, _message(exc)
     return _error_class(exc), _message(exc)
 
 
 def _error_class(exc: BaseException) -> str:  # noqa: PLR0911 - a flat lookup reads best
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+    if isinstance(exc, socket.gaierror):
         return "dns"
-    if isinstance(exc, (aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch, ssl.SSLError)):
+    if isinstance(exc, ssl.SSLError):
         return "tls"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return "refused" if isinstance(exc.os_error, ConnectionRefusedError) else "connect"
-    if isinstance(exc, (aiohttp.ServerDisconnectedError, ConnectionResetError, BrokenPipeError)):
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused"
+    if isinstance(exc, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
         return "reset"
-    if isinstance(exc, (aiohttp.ClientPayloadError, aiohttp.ClientResponseError)):
+    if isinstance(exc, ProtocolError):
         return "protocol"
-    if isinstance(exc, (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError)):
+    if isinstance(exc, ValueError):
         return "url"
     if isinstance(exc, OSError):
         return "connect"

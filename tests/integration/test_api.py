@@ -617,9 +617,7 @@ async def test_deliveries_log_redeliver_and_rerun(api: Api) -> None:
     # A worker's attempt, recorded as the dispatcher records it.
     now = time.time()
     async with api.engine.store.transaction() as conn:
-        claimed = await outbox.claim(
-            conn, now=now, lease_seconds=30, worker="w1", limit=1, dialect="sqlite"
-        )
+        claimed = await outbox.claim(conn, now=now, lease_seconds=30, worker="w1", limit=1)
         assert [c.id for c in claimed] == [delivered]
         await outbox.record(
             conn,

@@ -82,7 +82,6 @@ async def _claim(
             lease_seconds=LEASE,
             worker=worker,
             limit=limit,
-            dialect=store.dialect,
             exclude=exclude,
         )
 

@@ -19,7 +19,7 @@ import hookstage
 from hookstage.dispatcher import Dispatcher, Endpoint
 from hookstage.signing import Signer
 from hookstage.store import Store, open_store
-from hookstage.transport import AiohttpTransport, OutboundRequest, Outcome
+from hookstage.transport import HttpTransport, OutboundRequest, Outcome
 from tests.support.delivery import (
     BODY,
     DEADLINE,
@@ -212,14 +212,20 @@ async def test_two_dispatchers_never_send_the_same_delivery_twice(
     other = await open_store(database)  # a second process would open its own
     try:
         sent: Counter[str] = Counter()
+        both = asyncio.Event()
 
-        class Counting(AiohttpTransport):
+        class Counting(HttpTransport):
             def __init__(self, name: str) -> None:
                 super().__init__()
                 self.name = name
 
             async def send(self, request: OutboundRequest) -> Outcome:
                 sent[self.name] += 1
+                if len(sent) == 2:
+                    both.set()
+                # Answers wait until both have sent: the first cannot drain everything
+                # before the second's first claim, so both claim side by side.
+                await both.wait()
                 return await super().send(request)
 
         options = {"concurrency": 8, "per_endpoint": 8, "batch": 10}
@@ -315,7 +321,7 @@ async def test_the_transport_reads_at_most_64_kib_and_reports_timeouts(
     async def large(request: web.Request) -> web.Response:
         return web.Response(body=big)
 
-    transport = AiohttpTransport()
+    transport = HttpTransport()
     try:
         receiver.statuses.append(201)
         answered = await transport.send(OutboundRequest(receiver.url, BODY, {}, timeout=5))
@@ -333,7 +339,7 @@ async def test_the_transport_reads_at_most_64_kib_and_reports_timeouts(
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
-    transport = AiohttpTransport()
+    transport = HttpTransport()
     try:
         outcome = await transport.send(OutboundRequest(f"http://127.0.0.1:{port}/big", BODY, {}))
         assert outcome.status == 200
@@ -352,7 +358,7 @@ async def test_the_transport_turns_a_garbled_answer_into_a_protocol_error() -> N
 
     server = await asyncio.start_server(garble, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    transport = AiohttpTransport()
+    transport = HttpTransport()
     try:
         outcome = await transport.send(OutboundRequest(f"http://127.0.0.1:{port}/", BODY, {}))
     finally:

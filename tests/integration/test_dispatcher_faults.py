@@ -19,7 +19,7 @@ from hookstage.retry import RetryPolicy
 from hookstage.store import Store
 from hookstage.store import endpoints as endpoint_store
 from hookstage.store.deliveries import MAX_STORED_RESPONSE
-from hookstage.transport import AiohttpTransport
+from hookstage.transport import HttpTransport
 from tests.support.delivery import (
     BODY,
     BlackHole,
@@ -237,7 +237,7 @@ async def test_a_connect_timeout_has_its_own_error_class(store: Store, start: St
         filler.connect_ex(("127.0.0.1", port))
     try:
         [delivery_id] = await enqueue(store, 1)
-        transport = AiohttpTransport(connect_timeout=0.2)
+        transport = HttpTransport(connect_timeout=0.2)
         await start({"hook": hub(f"http://127.0.0.1:{port}/hook", timeout=5)}, transport=transport)
         await until_state(store, [delivery_id], "failed")
         log = (await get(store, delivery_id)).attempt_log

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import ipaddress
-import socket
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -19,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
-from aiohttp.abc import AbstractResolver, ResolveResult
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -27,10 +25,11 @@ from cryptography.x509.oid import NameOID
 
 from hookstage import service
 from hookstage.demo import DEMO_SCHEMA, demo_assets, demo_workflow, labeled
-from hookstage.egress import EgressPolicy, GuardedResolver, guarded_socket, parse_allow
+from hookstage.egress import EgressPolicy, parse_allow
 from hookstage.engine import Submission
+from hookstage.pool import Resolver
 from hookstage.store.deliveries import AttemptInfo
-from hookstage.transport import AiohttpTransport, OutboundRequest, Outcome
+from hookstage.transport import HttpTransport, OutboundRequest, Outcome
 
 WITHIN = 20.0
 SECRET = "egress-stage-secret-0123456789"
@@ -66,12 +65,8 @@ async def receiving(
         await runner.cleanup()
 
 
-async def _send(
-    policy: EgressPolicy, url: str, resolver: AbstractResolver | None = None
-) -> Outcome:
-    transport = AiohttpTransport(
-        socket_factory=guarded_socket(policy), resolver=resolver or GuardedResolver(policy)
-    )
+async def _send(policy: EgressPolicy, url: str, resolver: Resolver | None = None) -> Outcome:
+    transport = HttpTransport(egress=policy, resolver=resolver)
     try:
         return await transport.send(OutboundRequest(url, b"{}", {}, timeout=5.0))
     finally:
@@ -104,24 +99,13 @@ async def test_a_name_is_judged_by_the_address_it_resolves_to() -> None:
         assert receiver.paths == []
 
 
-class _Answers(AbstractResolver):
+def _answers(address: str) -> Resolver:
     """DNS as a test says: every name resolves to ``address``."""
 
-    def __init__(self, address: str) -> None:
-        self.address = address
+    async def resolve(host: str, port: int) -> list[str]:
+        return [address]
 
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        return [
-            ResolveResult(
-                hostname=host, host=self.address, port=port,
-                family=socket.AF_INET, proto=0, flags=socket.AI_NUMERICHOST,
-            )
-        ]  # fmt: skip
-
-    async def close(self) -> None:
-        return None
+    return resolve
 
 
 async def test_a_name_that_now_resolves_to_a_private_address_is_refused_when_connecting() -> None:
@@ -130,15 +114,46 @@ async def test_a_name_that_now_resolves_to_a_private_address_is_refused_when_con
         port = receiver.url.rsplit(":", 1)[1]
         url = f"http://hooks.example.test:{port}/rebound"
         policy = EgressPolicy()
-        refused = await _send(policy, url, GuardedResolver(policy, _Answers("127.0.0.1")))
+        refused = await _send(policy, url, _answers("127.0.0.1"))
         assert refused.error_class == "egress-refused"
         assert str(refused.error).startswith("hooks.example.test resolved to 127.0.0.1")
         assert receiver.paths == []
 
         allowed = parse_allow(["127.0.0.1/32"])
-        sent = await _send(allowed, url, GuardedResolver(allowed, _Answers("127.0.0.1")))
+        sent = await _send(allowed, url, _answers("127.0.0.1"))
         assert sent.status == 200
         assert receiver.paths == ["/rebound"]
+
+
+async def test_a_name_s_refused_addresses_are_never_connected_to() -> None:
+    # Two listeners on one port: 127.0.0.2 (refused) and 127.0.0.1 (allowed). The name
+    # resolves to the refused one first; only the allowed one may see a connection.
+    seen: list[str] = []
+
+    async def note(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(writer.get_extra_info("sockname")[0])
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    refused_side = await asyncio.start_server(note, "127.0.0.2", 0)
+    port = refused_side.sockets[0].getsockname()[1]
+    allowed_side = await asyncio.start_server(note, "127.0.0.1", port)
+
+    async def both(host: str, port: int) -> list[str]:
+        return ["127.0.0.2", "127.0.0.1"]
+
+    try:
+        sent = await _send(
+            parse_allow(["127.0.0.1/32"]), f"http://hooks.example.test:{port}/", both
+        )
+    finally:
+        for listener in (refused_side, allowed_side):
+            listener.close()
+            await listener.wait_closed()
+    assert (sent.status, sent.error_class) == (204, None)
+    assert seen == ["127.0.0.1"]
 
 
 async def test_an_ipv4_mapped_literal_is_refused_at_the_socket() -> None:

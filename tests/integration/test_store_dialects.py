@@ -107,14 +107,10 @@ async def test_a_claim_skips_what_another_worker_holds_instead_of_waiting(
     ids = await enqueue(pg_store, 6)
     now = time.time()
     async with pg_store.transaction() as first:
-        held = await outbox.claim(
-            first, now=now, lease_seconds=60, worker="a", limit=3, dialect="postgresql"
-        )
+        held = await outbox.claim(first, now=now, lease_seconds=60, worker="a", limit=3)
         # Still uncommitted: "a" holds the row locks of its three.
         async with asyncio.timeout(DEADLINE), pg_store.transaction() as second:
-            other = await outbox.claim(
-                second, now=now, lease_seconds=60, worker="b", limit=6, dialect="postgresql"
-            )
+            other = await outbox.claim(second, now=now, lease_seconds=60, worker="b", limit=6)
     assert sorted(c.id for c in held) == ids[:3]  # the oldest due
     assert sorted(c.id for c in other) == ids[3:]
 

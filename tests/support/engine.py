@@ -204,9 +204,7 @@ async def finish(store: Store, outcomes: Mapping[str, Decision], *, now: float) 
     """Attempt deliveries as a worker does: claim every due one, record the given outcome
     for those named, hand the others back untried."""
     async with store.transaction() as conn:
-        claimed = await outbox.claim(
-            conn, now=now, lease_seconds=30, worker="w1", limit=1000, dialect=store.dialect
-        )
+        claimed = await outbox.claim(conn, now=now, lease_seconds=30, worker="w1", limit=1000)
         missing = set(outcomes) - {c.id for c in claimed}
         assert not missing, f"not due: {missing}"
         await outbox.record(

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import ipaddress
-import socket
 
 import pytest
-from aiohttp.abc import AbstractResolver, ResolveResult
 from hypothesis import given
 from hypothesis import strategies as st
 
 from hookstage.egress import (
     EgressPolicy,
     EgressRefused,
-    GuardedResolver,
     Refusal,
     classify,
-    guarded_socket,
     parse_allow,
 )
 
@@ -164,44 +160,54 @@ def test_every_ipv6_address_gets_an_answer(address: ipaddress.IPv6Address) -> No
         assert parse_allow([refusal.allow]).refusal(str(address)) is None
 
 
-def test_the_socket_factory_refuses_before_any_socket_exists() -> None:
-    factory = guarded_socket(NOTHING_ALLOWED)
-    with pytest.raises(EgressRefused, match=r"169\.254\.169\.254 is link-local"):
-        factory((socket.AF_INET, socket.SOCK_STREAM, 6, "", ("169.254.169.254", 80)))
-    with pytest.raises(EgressRefused, match="is loopback"):
-        factory((socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::ffff:127.0.0.1", 80, 0, 0)))
-    made = factory((socket.AF_INET, socket.SOCK_STREAM, 6, "", ("8.8.8.8", 443)))
-    try:
-        assert made.family == socket.AF_INET
-    finally:
-        made.close()
-
-
-class _Answers(AbstractResolver):
-    def __init__(self, *addresses: str) -> None:
-        self.addresses = addresses
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        return [
-            ResolveResult(
-                hostname=host, host=address, port=port, family=socket.AF_INET, proto=0, flags=0
-            )
-            for address in self.addresses
-        ]
-
-    async def close(self) -> None:
-        return None
-
-
-async def test_the_resolver_keeps_only_the_allowed_addresses_of_an_answer() -> None:
-    mixed = GuardedResolver(NOTHING_ALLOWED, _Answers("10.0.0.7", "93.184.216.34", "127.0.0.1"))
-    kept = await mixed.resolve("hooks.example.com", 443)
-    assert [r["host"] for r in kept] == ["93.184.216.34"]
-    refused = GuardedResolver(NOTHING_ALLOWED, _Answers("10.0.0.7", "169.254.169.254"))
+def test_an_ip_literal_host_that_is_refused_gets_the_address_s_own_message() -> None:
     with pytest.raises(EgressRefused) as caught:
-        await refused.resolve("hooks.example.com", 443)
+        NOTHING_ALLOWED.admit("169.254.169.254", ["169.254.169.254"])
+    assert str(caught.value) == (
+        "169.254.169.254 is link-local: refused; allow it with"
+        " --allow-egress 169.254.169.254/32 or link-local (HOOKSTAGE_ALLOW_EGRESS)"
+    )
+    with pytest.raises(EgressRefused, match=r"^::ffff:127\.0\.0\.1 is loopback \(IPv4-mapped"):
+        NOTHING_ALLOWED.admit("::ffff:127.0.0.1", ["::ffff:127.0.0.1"])
+    assert NOTHING_ALLOWED.admit("8.8.8.8", ["8.8.8.8"]) == ["8.8.8.8"]
+
+
+def test_a_name_keeps_only_its_allowed_addresses_in_their_order() -> None:
+    mixed = ["10.0.0.7", "93.184.216.34", "127.0.0.1", "2606:4700:4700::1111"]
+    kept = NOTHING_ALLOWED.admit("hooks.example.com", mixed)
+    assert kept == ["93.184.216.34", "2606:4700:4700::1111"]
+    assert parse_allow(["private"]).admit("hooks.example.com", mixed) == [
+        "10.0.0.7",
+        "93.184.216.34",
+        "2606:4700:4700::1111",
+    ]
+
+
+def test_a_name_with_only_refused_addresses_lists_them() -> None:
+    with pytest.raises(EgressRefused) as caught:
+        NOTHING_ALLOWED.admit("hooks.example.com", ["10.0.0.7", "169.254.169.254"])
     assert str(caught.value).startswith(
         "hooks.example.com resolved to 10.0.0.7 (private), 169.254.169.254 (link-local): refused"
     )
+    assert [r.address for r in caught.value.refusals] == ["10.0.0.7", "169.254.169.254"]
+
+
+def test_no_addresses_is_no_refusal() -> None:
+    assert NOTHING_ALLOWED.admit("hooks.example.com", []) == []
+
+
+_any_address = st.one_of(
+    _ipv4.map(str), st.integers(0, 2**128 - 1).map(ipaddress.IPv6Address).map(str)
+)
+
+
+@given(st.lists(_any_address, max_size=8))
+def test_admit_keeps_exactly_the_addresses_the_policy_allows(addresses: list[str]) -> None:
+    policy = parse_allow(["loopback", "10.0.0.0/8"])
+    allowed = [a for a in addresses if policy.refusal(a) is None]
+    if addresses and not allowed:
+        with pytest.raises(EgressRefused, match="--allow-egress") as refused:
+            policy.admit("hooks.example.com", addresses)
+        assert len(refused.value.refusals) == len(addresses)
+    else:
+        assert policy.admit("hooks.example.com", addresses) == allowed

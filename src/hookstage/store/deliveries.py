@@ -13,17 +13,19 @@ so that claims do not step over them, and are due again when it is enabled.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hookstage.retry import Decision, Verdict
 from hookstage.store.notify import announce
-from hookstage.store.tables import attempts, deliveries, delivery_bodies, endpoints, tasks
+from hookstage.store.tables import attempts, deliveries, delivery_bodies, tasks
 
 __all__ = [
     "MAX_STORED_RESPONSE",
@@ -82,8 +84,7 @@ class NewDelivery:
     created_at: float
 
 
-@dataclass(frozen=True)
-class Lease:
+class Lease(NamedTuple):
     """One claim of one delivery: the worker and the attempt number it claimed."""
 
     delivery_id: str
@@ -91,7 +92,7 @@ class Lease:
     number: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Claimed:
     """A delivery claimed for one attempt (``attempt`` is its 1-based number)."""
 
@@ -105,13 +106,14 @@ class Claimed:
     lease_until: float
     worker: str
     created_at: float = 0.0
+    # Made once: the dispatcher asks for it several times per attempt.
+    lease: Lease = field(init=False, repr=False, compare=False)
 
-    @property
-    def lease(self) -> Lease:
-        return Lease(self.id, self.worker, self.attempt)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lease", Lease(self.id, self.worker, self.attempt))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AttemptResult:
     """How one claimed attempt ended, and what the retry policy made of it.
 
@@ -231,7 +233,6 @@ async def claim(
     lease_seconds: float,
     worker: str,
     limit: int,
-    dialect: str,
     exclude: Collection[tuple[str, str]] = (),
 ) -> list[Claimed]:
     """Lease up to ``limit`` due deliveries, oldest due first, in one statement.
@@ -242,37 +243,12 @@ async def claim(
     room for (or whose circuit is open).
     """
     until = now + lease_seconds
-    conditions = [deliveries.c.state == PENDING, deliveries.c.due_at <= now]
-    if exclude:
-        # Before the correlated subqueries: SQLite tests the terms in this order, and the
-        # rows of a held-back endpoint (often the oldest due) must cost one cheap test each.
-        pair = sa.tuple_(deliveries.c.project_id, deliveries.c.stage_id)
-        conditions.append(pair.not_in(list(exclude)))
-    conditions += [_first_in_line(), _endpoint_enabled()]
-    due = sa.select(deliveries.c.id).where(*conditions).order_by(deliveries.c.due_at).limit(limit)
-    if dialect == "postgresql":
-        due = due.with_for_update(skip_locked=True)
-    statement = (
-        deliveries.update()
-        .where(deliveries.c.id.in_(due.scalar_subquery()))
-        .values(
-            due_at=until,
-            lease_until=until,
-            leased_by=worker,
-            attempts=deliveries.c.attempts + 1,
-        )
-        .returning(
-            deliveries.c.id,
-            deliveries.c.project_id,
-            deliveries.c.stage_id,
-            deliveries.c.task_id,
-            deliveries.c.external_id,
-            deliveries.c.attempts,
-            deliveries.c.created_at,
-        )
-    )
-    rows = (await conn.execute(statement)).all()
-    bodies = await _bodies(conn, [row.id for row in rows])
+    dialect = conn.dialect.name
+    pairs = [value for pair in exclude for value in pair]
+    statement = _claim_sql(dialect, len(exclude))
+    parameters = (until, until, worker, now, *pairs, limit)
+    rows = (await conn.exec_driver_sql(statement, parameters)).all()
+    bodies = await _bodies(conn, dialect, [row.id for row in rows])
     return [
         Claimed(
             id=row.id,
@@ -290,47 +266,90 @@ async def claim(
     ]
 
 
-async def _bodies(conn: AsyncConnection, ids: Sequence[str]) -> dict[str, bytes]:
+async def _bodies(conn: AsyncConnection, dialect: str, ids: Sequence[str]) -> dict[str, bytes]:
     if not ids:
         return {}
-    rows = await conn.execute(
-        sa.select(delivery_bodies.c.delivery_id, delivery_bodies.c.body).where(
-            delivery_bodies.c.delivery_id.in_(ids)
-        )
-    )
+    marks = ", ".join("?" * len(ids))  # placeholders only: the ids are bound
+    statement = f"SELECT delivery_id, body FROM delivery_bodies WHERE delivery_id IN ({marks})"  # noqa: S608
+    rows = await conn.exec_driver_sql(_driver(statement, dialect), tuple(ids))
     return {row.delivery_id: bytes(row.body) for row in rows}
 
 
-def _first_in_line() -> sa.ColumnElement[bool]:
-    earlier = deliveries.alias("earlier")
-    return ~sa.exists().where(
-        earlier.c.task_id == deliveries.c.task_id,
-        earlier.c.stage_id == deliveries.c.stage_id,
-        # Written out, not bound: only then may the planner use the partial index on it.
-        earlier.c.state == sa.literal_column(f"'{PENDING}'"),
-        # The <= bound lets SQLite search ix_deliveries_task (task_id, created_at) instead of
-        # scanning every pending row per candidate (it picked ix_deliveries_state_due without).
-        earlier.c.created_at <= deliveries.c.created_at,
-        sa.or_(earlier.c.created_at < deliveries.c.created_at, earlier.c.id < deliveries.c.id),
+# -- the hot statements ------------------------------------------------------------------------
+# Claim, record and release run for every delivery, thousands of times a second: they are
+# written out in SQL (one text for both dialects, placeholders as "?") and run through the
+# driver, which skips SQLAlchemy's statement building and its per-row parameter processing
+# (measured: most of the dispatcher's bookkeeping CPU).
+
+_CLAIM = """
+UPDATE deliveries SET due_at = ?, lease_until = ?, leased_by = ?, attempts = attempts + 1
+WHERE id IN (
+    SELECT candidate.id FROM deliveries AS candidate
+    WHERE candidate.state = 'pending' AND candidate.due_at <= ?{exclude}
+    AND NOT EXISTS (
+        SELECT 1 FROM deliveries AS earlier
+        WHERE earlier.task_id = candidate.task_id AND earlier.stage_id = candidate.stage_id
+        AND earlier.state = 'pending' AND earlier.created_at <= candidate.created_at
+        AND (earlier.created_at < candidate.created_at OR earlier.id < candidate.id)
     )
-
-
-def _endpoint_enabled() -> sa.ColumnElement[bool]:
-    return ~sa.exists().where(
-        endpoints.c.project_id == deliveries.c.project_id,
-        endpoints.c.stage_id == deliveries.c.stage_id,
-        endpoints.c.disabled_at.is_not(None),
+    AND NOT EXISTS (
+        SELECT 1 FROM endpoints
+        WHERE endpoints.project_id = candidate.project_id
+        AND endpoints.stage_id = candidate.stage_id AND endpoints.disabled_at IS NOT NULL
     )
+    ORDER BY candidate.due_at LIMIT ?{lock}
+)
+RETURNING id, project_id, stage_id, task_id, external_id, attempts, created_at
+"""
+# Notes on _CLAIM, which decide its plan. The held-back stages come before the correlated
+# subqueries: SQLite tests the terms in this order, and the rows of a held-back endpoint
+# (often the oldest due) must cost one cheap test each. 'pending' is written out, not bound:
+# only then may the planner use the partial index on it. The "created_at <=" bound lets
+# SQLite search ix_deliveries_pending_task instead of scanning every pending row per
+# candidate. PostgreSQL locks the rows it picks and skips those another worker holds.
+
+_INSERT_ATTEMPT = """
+INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, error_class,
+    error, response_headers, response_body)
+VALUES (?, ?, ?, ?, ?, ?, ?, {json}, ?)
+"""
+
+# Both move a delivery only while the claim that made the attempt still holds it.
+_RECORD = """
+UPDATE deliveries SET state = ?, due_at = ?, finished_at = ?, last_status = ?, last_error = ?,
+    lease_until = NULL, leased_by = NULL
+WHERE id = ? AND leased_by = ? AND attempts = ? AND state = 'pending'
+"""
+
+_RELEASE = """
+UPDATE deliveries SET due_at = ?, lease_until = NULL, leased_by = NULL, attempts = attempts - 1
+WHERE id = ? AND leased_by = ? AND attempts = ? AND state = 'pending'
+"""
+
+# Header names may be str subclasses (a client's case-insensitive strings).
+_KEYS = orjson.OPT_NON_STR_KEYS
+_JSON_PARAMETER = {"postgresql": "CAST(? AS JSON)"}
 
 
-def _held() -> sa.ColumnElement[bool]:
-    # Bound per row of an executemany; "b_" because SQLAlchemy reserves the column names.
-    return sa.and_(
-        deliveries.c.id == sa.bindparam("b_id"),
-        deliveries.c.leased_by == sa.bindparam("b_worker"),
-        deliveries.c.attempts == sa.bindparam("b_number"),
-        deliveries.c.state == PENDING,
-    )
+def _driver(statement: str, dialect: str) -> str:
+    """``statement`` (placeholders "?") in the paramstyle of the dialect's driver."""
+    return statement.replace("?", "%s") if dialect == "postgresql" else statement
+
+
+@functools.cache
+def _claim_sql(dialect: str, excluded: int) -> str:
+    exclude = ""
+    if excluded:
+        values = ", ".join(["(?, ?)"] * excluded)
+        exclude = f"\n    AND (candidate.project_id, candidate.stage_id) NOT IN (VALUES {values})"
+    lock = " FOR UPDATE SKIP LOCKED" if dialect == "postgresql" else ""
+    return _driver(_CLAIM.format(exclude=exclude, lock=lock), dialect)
+
+
+@functools.cache
+def _sql(statement: str, dialect: str) -> str:
+    json = _JSON_PARAMETER.get(dialect, "?")
+    return _driver(statement.replace("{json}", json), dialect)
 
 
 async def record(conn: AsyncConnection, results: Sequence[AttemptResult]) -> None:
@@ -341,55 +360,47 @@ async def record(conn: AsyncConnection, results: Sequence[AttemptResult]) -> Non
     """
     if not results:
         return
-    await conn.execute(attempts.insert(), [_attempt_row(result) for result in results])
-    statement = (
-        deliveries.update()
-        .where(_held())
-        .values(
-            state=sa.bindparam("b_state"),
-            due_at=sa.bindparam("b_due_at"),
-            finished_at=sa.bindparam("b_finished_at"),
-            last_status=sa.bindparam("b_status"),
-            last_error=sa.bindparam("b_error"),
-            lease_until=None,
-            leased_by=None,
-        )
+    dialect = conn.dialect.name
+    await conn.exec_driver_sql(
+        _sql(_INSERT_ATTEMPT, dialect), [_attempt_row(result) for result in results]
     )
-    await conn.execute(statement, [_delivery_change(result) for result in results])
+    await conn.exec_driver_sql(
+        _sql(_RECORD, dialect), [_delivery_change(result) for result in results]
+    )
 
 
-def _attempt_row(result: AttemptResult) -> dict[str, Any]:
+def _attempt_row(result: AttemptResult) -> tuple[Any, ...]:
     body = result.response_body
-    return {
-        "delivery_id": result.lease.delivery_id,
-        "number": result.lease.number,
-        "started_at": result.started_at,
-        "duration_ms": result.duration_ms,
-        "status_code": result.status_code,
-        "error_class": result.error_class,
-        "error": result.error,
-        "response_headers": None
-        if result.response_headers is None
-        else dict(result.response_headers),
-        "response_body": None if body is None else bytes(body[:MAX_STORED_RESPONSE]),
-    }
+    headers = result.response_headers
+    return (
+        result.lease.delivery_id,
+        result.lease.number,
+        result.started_at,
+        result.duration_ms,
+        result.status_code,
+        result.error_class,
+        result.error,
+        None if headers is None else orjson.dumps(dict(headers), option=_KEYS).decode(),
+        None if body is None else bytes(body[:MAX_STORED_RESPONSE]),
+    )
 
 
-def _delivery_change(result: AttemptResult) -> dict[str, Any]:
+def _delivery_change(result: AttemptResult) -> tuple[Any, ...]:
     decision = result.decision
     ended = result.started_at + result.duration_ms / 1000
     retrying = decision.verdict in _WAITING
-    return {
-        "b_id": result.lease.delivery_id,
-        "b_worker": result.lease.worker,
-        "b_number": result.lease.number,
-        "b_state": _FINAL_STATE[decision.verdict],
+    lease = result.lease
+    return (
+        _FINAL_STATE[decision.verdict],
         # A finished delivery is never due again; keep due_at where the lease put it.
-        "b_due_at": decision.retry_at if retrying else ended,
-        "b_finished_at": None if retrying else ended,
-        "b_status": result.status_code,
-        "b_error": _error_text(result),
-    }
+        decision.retry_at if retrying else ended,
+        None if retrying else ended,
+        result.status_code,
+        _error_text(result),
+        lease.delivery_id,
+        lease.worker,
+        lease.number,
+    )
 
 
 def _error_text(result: AttemptResult) -> str | None:
@@ -405,18 +416,8 @@ async def release(conn: AsyncConnection, leases: Sequence[Lease], *, now: float)
     """
     if not leases:
         return 0
-    statement = (
-        deliveries.update()
-        .where(_held())
-        .values(
-            due_at=now,
-            lease_until=None,
-            leased_by=None,
-            attempts=deliveries.c.attempts - 1,
-        )
-    )
-    rows = [{"b_id": x.delivery_id, "b_worker": x.worker, "b_number": x.number} for x in leases]
-    result = await conn.execute(statement, rows)
+    rows = [(now, x.delivery_id, x.worker, x.number) for x in leases]
+    result = await conn.exec_driver_sql(_sql(_RELEASE, conn.dialect.name), rows)
     return max(result.rowcount, 0)
 
 
