@@ -279,9 +279,10 @@ async def test_a_stage_trusts_its_own_ca_bundle_and_verification_stays_on(
 ) -> None:
     authority = _authority(tmp_path)
     async with receiving(authority.server) as receiver:
-        trusted = demo_workflow(receiver.url + "/trusted", SECRET)
+        # One URL for both stages: the trust is the stage's, not the URL's.
+        trusted = demo_workflow(receiver.url + "/hook", SECRET)
         trusted[2]["caBundle"] = authority.ca_pem
-        untrusted = demo_workflow(receiver.url + "/untrusted", SECRET)
+        untrusted = demo_workflow(receiver.url + "/hook", SECRET)
         config = service.ServiceConfig(
             database=str(tmp_path / "db.sqlite"), port=0, allow_egress=("loopback",)
         )
@@ -294,6 +295,6 @@ async def test_a_stage_trusts_its_own_ca_bundle_and_verification_stays_on(
     assert (delivered.status_code, delivered.error_class) == (200, None)
     assert (failed.status_code, failed.error_class) == (None, "tls")
     assert "certificate verify failed" in str(failed.error)
-    assert receiver.paths == ["/trusted"]
+    assert receiver.paths == ["/hook"]
     settings = shown.stages["webhook"].settings
     assert getattr(settings, "ca_bundle", None) == authority.ca_pem
