@@ -150,8 +150,7 @@ class Connection(asyncio.Protocol):
         self._deadline = deadline
         if self._timer is None or deadline < self._timer_at:
             self._arm(deadline)
-        # One write, one segment: head and body apart cost two sends (TCP_NODELAY).
-        transport.write(b"".join(data))
+        transport.writelines(data)
         return waiter
 
     def close(self) -> None:
