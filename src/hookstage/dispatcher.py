@@ -190,6 +190,7 @@ class Dispatcher:
         self._finished: deque[_Item] = deque()
         self._failed_turns = 0
         self._nudge = asyncio.Event()
+        self._fresh = False  # woken for new deliveries since the last turn
         self._stop_requested = asyncio.Event()
         self._stopped = asyncio.Event()
         self._stopping = False
@@ -202,6 +203,7 @@ class Dispatcher:
     def wake(self) -> None:
         """New deliveries were committed: look now instead of at the next poll.
         Call it from the dispatcher's event loop."""
+        self._fresh = True
         self._nudge.set()
 
     def state(self) -> dict[str, Any]:
@@ -277,9 +279,13 @@ class Dispatcher:
             if wait:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._nudge.wait(), wait)
-                if self._linger_seconds and len(self._finished) < _GROUP_MAX:
-                    await asyncio.sleep(self._linger_seconds)  # let a burst share the turn
+                # Let a burst of finished attempts share the turn; new deliveries go at once
+                # (their latency is the point; they come grouped by their own commits).
+                lingering = not self._fresh and len(self._finished) < _GROUP_MAX
+                if self._linger_seconds and lingering:
+                    await asyncio.sleep(self._linger_seconds)
             self._nudge.clear()
+            self._fresh = False
             if self._closing and not self._finished:
                 return
             wait = await self._turn()
