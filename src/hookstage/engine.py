@@ -30,6 +30,7 @@ from hookstage.store import workers as processes
 from hookstage.store.tables import api_keys, batches, projects, task_batches, tasks
 
 __all__ = [
+    "KEY_CACHE_SECONDS",
     "ROLES",
     "ApiKey",
     "Conflict",
@@ -47,6 +48,9 @@ __all__ = [
 ]
 
 ROLES = ("admin", "manager", "labeler", "read-only")
+KEY_CACHE_SECONDS = 2.0
+"""How long a server trusts an API key it read before reading it again (see authenticate)."""
+_KEYS_REMEMBERED = 1024
 Role = Literal["admin", "manager", "labeler", "read-only"]
 
 
@@ -196,6 +200,10 @@ class Engine:
         self.on_enqueue = on_enqueue
         self._cipher = cipher
         self._projects: dict[str, Project] = {}
+        # Key hash -> (key, when it was read, monotonic): see `authenticate`. A revoke moves
+        # the generation on, so a read that began before it is not remembered.
+        self._keys: dict[str, tuple[ApiKey, float]] = {}
+        self._keys_generation = 0
 
     # -- projects ---------------------------------------------------------------------------
 
@@ -247,20 +255,34 @@ class Engine:
             )
         return replace(old, workflow=merged, updated_at=now)
 
-    async def _load_project(self, conn: AsyncConnection, project_id: str) -> Project:
+    async def _load_project(
+        self, conn: AsyncConnection, project_id: str, *, stamp: float | None = None
+    ) -> Project:
+        """The project, parsed again only when its `updated_at` moved. ``stamp``: its
+        `updated_at` as this transaction read it with the task (see `_load_step`)."""
         await guard_project(conn, _text(project_id))
-        stamp = (
-            await conn.execute(
-                sa.select(projects.c.updated_at).where(projects.c.id == _text(project_id))
-            )
-        ).scalar_one_or_none()
+        if stamp is None or conn.dialect.name == "postgresql":
+            # On PostgreSQL the guard may just have waited for a workflow update: read after it.
+            found = await conn.execute(_PROJECT_STAMP, {"project_id": _text(project_id)})
+            stamp = found.scalar_one_or_none()
         if stamp is None:
             raise NotFound(f"project {project_id!r} not found")
         cached = self._projects.get(project_id)
         if cached is not None and cached.updated_at == stamp:
             return cached
-        row = (await conn.execute(projects.select().where(projects.c.id == project_id))).one()
+        row = (await conn.execute(_PROJECT_BY_ID, {"project_id": project_id})).one()
         return self._project_from_row(row._mapping)
+
+    async def _load_step(self, conn: AsyncConnection, task_id: str) -> tuple[Task, Project]:
+        """The task a step moves and its project, the task and the project's stamp read in
+        one statement."""
+        task, stamp = await _load_task_stamped(conn, task_id)
+        return task, await self._load_project(conn, task.project_id, stamp=stamp)
+
+    def known_project(self, project_id: str) -> Project | None:
+        """The project as this engine last read it (None: not yet). A step's answer shows the
+        task by it: it is the workflow the step moved the task by, or a newer one."""
+        return self._projects.get(project_id)
 
     def _stored(self, parsed: workflow.Workflow) -> list[dict[str, object]]:
         seal = self._cipher.seal if self._cipher is not None else None
@@ -437,8 +459,7 @@ class Engine:
         user = _required_text(user, "user")
         duration_ms = _duration(duration_ms)
         async with self.store.transaction() as conn:
-            task = await _load_task(conn, task_id)
-            project = await self._load_project(conn, task.project_id)
+            task, project = await self._load_step(conn, task_id)
             _expect_stage(project, task, {"Label", "Start"}, "submitted")
             _check_submission(project, submission)
             moved = self._leave(
@@ -461,8 +482,7 @@ class Engine:
         user = _required_text(user, "user")
         duration_ms = _duration(duration_ms)
         async with self.store.transaction() as conn:
-            task = await _load_task(conn, task_id)
-            project = await self._load_project(conn, task.project_id)
+            task, project = await self._load_step(conn, task_id)
             _expect_stage(project, task, {"Review"}, "reviewed")
             annotations = task.annotations
             if submission is not None:
@@ -505,8 +525,7 @@ class Engine:
         """Put a task into any stage, as a manager does to send work back."""
         user = _required_text(user, "user")
         async with self.store.transaction() as conn:
-            task = await _load_task(conn, task_id)
-            project = await self._load_project(conn, task.project_id)
+            task, project = await self._load_step(conn, task_id)
             _stage(project, stage_id)
             now = self.clock()
             left = _history_entry(project, task, now, user, 0)
@@ -816,22 +835,43 @@ class Engine:
                 .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
                 .values(revoked_at=self.clock())
             )
+        self._keys.clear()  # revoked here: refused from the next request on
+        self._keys_generation += 1
         if done.rowcount == 0:
             raise NotFound(f"no active key with id {key_id!r}")
 
     async def authenticate(self, value: str) -> ApiKey | None:
-        """The key for a presented secret value, if it is known, not revoked, not expired."""
+        """The key for a presented secret value, if it is known, not revoked, not expired.
+
+        A known key is remembered for `KEY_CACHE_SECONDS`: every API call presents one, and
+        reading it each time cost a database transaction per call. A key revoked through this
+        engine is refused at once; one revoked by another process (the CLI, another server
+        on the same database) within `KEY_CACHE_SECONDS`. Expiry is checked on every call.
+        Unknown values are not remembered (a key created elsewhere works at once)."""
+        digest = _key_hash(value)
         now = self.clock()
-        async with self.store.read() as conn:
-            row = (
-                await conn.execute(api_keys.select().where(api_keys.c.key_hash == _key_hash(value)))
-            ).one_or_none()
-        if row is None:
-            return None
-        key = _key_from_row(row._mapping)
+        cached = self._keys.get(digest)
+        if cached is not None and time.monotonic() - cached[1] < KEY_CACHE_SECONDS:
+            key = cached[0]
+        else:
+            read_at, generation = time.monotonic(), self._keys_generation
+            async with self.store.read() as conn:
+                row = (await conn.execute(_KEY_BY_HASH, {"key_hash": digest})).one_or_none()
+            if row is None:
+                self._keys.pop(digest, None)
+                return None
+            key = _key_from_row(row._mapping)
+            self._remember_key(digest, key, read_at, generation)
         if key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now):
             return None
         return key
+
+    def _remember_key(self, digest: str, key: ApiKey, read_at: float, generation: int) -> None:
+        if generation != self._keys_generation:
+            return  # a key was revoked while this one was read: it may be this one
+        if len(self._keys) >= _KEYS_REMEMBERED:
+            self._keys.clear()
+        self._keys[digest] = (key, read_at)
 
 
 # -- moves ------------------------------------------------------------------------------------
@@ -1167,6 +1207,26 @@ def _key_from_row(row: sa.RowMapping) -> ApiKey:
 
 # -- queries ----------------------------------------------------------------------------------
 
+# The statements of every step, built once: building one (and its cache key) on each call cost
+# more than running it. Values are bound at execution.
+_TASK_COLUMNS = tuple(column.name for column in tasks.c)
+_TASK_BY_ID = (
+    sa.select(
+        tasks,
+        projects.c.updated_at.label("project_stamp"),
+        sa.exists().where(task_batches.c.task_id == tasks.c.id).label("batched"),
+    )
+    .join_from(tasks, projects, projects.c.id == tasks.c.project_id)
+    .where(tasks.c.id == sa.bindparam("task_id"))
+)
+_PROJECT_STAMP = sa.select(projects.c.updated_at).where(projects.c.id == sa.bindparam("project_id"))
+_PROJECT_BY_ID = projects.select().where(projects.c.id == sa.bindparam("project_id"))
+# The SET clause is the task's values given at execution (see `_task_values`).
+_UPDATE_TASK = tasks.update().where(
+    tasks.c.id == sa.bindparam("b_id"), tasks.c.version == sa.bindparam("b_version")
+)
+_KEY_BY_HASH = api_keys.select().where(api_keys.c.key_hash == sa.bindparam("key_hash"))
+
 
 def _task_query(
     project_id: str, *, stage: str | None, batch: str | None, after: str | None
@@ -1195,7 +1255,11 @@ def _task_query(
 async def _with_batches(conn: AsyncConnection, rows: Sequence[sa.Row[Any]]) -> list[Task]:
     if not rows:
         return []
-    ids = [row.id for row in rows]
+    by_task = await _batches_of(conn, [row.id for row in rows])
+    return [Task(**row._mapping, batches=by_task.get(row.id, [])) for row in rows]
+
+
+async def _batches_of(conn: AsyncConnection, ids: list[str]) -> dict[str, list[tuple[str, str]]]:
     links = await conn.execute(
         sa.select(task_batches.c.task_id, batches.c.id, batches.c.name)
         .join(batches, batches.c.id == task_batches.c.batch_id)
@@ -1205,14 +1269,22 @@ async def _with_batches(conn: AsyncConnection, rows: Sequence[sa.Row[Any]]) -> l
     by_task: dict[str, list[tuple[str, str]]] = {}
     for task_id, batch_id, name in links.all():
         by_task.setdefault(task_id, []).append((batch_id, name))
-    return [Task(**row._mapping, batches=by_task.get(row.id, [])) for row in rows]
+    return by_task
 
 
 async def _load_task(conn: AsyncConnection, task_id: str) -> Task:
-    rows = (await conn.execute(tasks.select().where(tasks.c.id == _text(task_id)))).all()
-    if not rows:
+    return (await _load_task_stamped(conn, task_id))[0]
+
+
+async def _load_task_stamped(conn: AsyncConnection, task_id: str) -> tuple[Task, float]:
+    """The task and its project's `updated_at`; its batches are read only if it has any."""
+    row = (await conn.execute(_TASK_BY_ID, {"task_id": _text(task_id)})).one_or_none()
+    if row is None:
         raise NotFound(f"task {task_id!r} not found")
-    return (await _with_batches(conn, rows))[0]
+    *values, stamp, batched = row
+    task = dict(zip(_TASK_COLUMNS, values, strict=True))
+    links = await _batches_of(conn, [task["id"]]) if batched else {}
+    return Task(**task, batches=links.get(task["id"], [])), stamp
 
 
 def _task_values(task: Task) -> dict[str, Any]:
@@ -1255,11 +1327,8 @@ async def _insert_task(conn: AsyncConnection, task: Task) -> None:
 
 
 async def _update_task(conn: AsyncConnection, task: Task, *, expected_version: int) -> None:
-    done = await conn.execute(
-        tasks.update()
-        .where(tasks.c.id == task.id, tasks.c.version == expected_version)
-        .values(**_task_values(task))
-    )
+    values = {"b_id": task.id, "b_version": expected_version, **_task_values(task)}
+    done = await conn.execute(_UPDATE_TASK, values)
     if done.rowcount != 1:
         raise Conflict(f"task {task.id} was changed by someone else meanwhile: read it again")
 

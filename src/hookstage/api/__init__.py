@@ -44,6 +44,9 @@ def create_app(
         title="hookstage",
         version=__version__,
         description="Annotation workflows whose Webhook stage delivers every task, signed.",
+        # FastAPI's own OpenTelemetry: hookstage serves its metrics at /metrics, and the
+        # check for a configured provider cost every request time.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.engine = engine
     app.state.metrics = dispatcher_metrics

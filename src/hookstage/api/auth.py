@@ -31,7 +31,8 @@ _ango_header = APIKeyHeader(
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
-def engine_of(request: Request) -> Engine:
+async def engine_of(request: Request) -> Engine:
+    # async: FastAPI runs a plain function dependency in a worker thread, a trip per request.
     engine: Engine = request.app.state.engine
     return engine
 

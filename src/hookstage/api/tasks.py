@@ -116,9 +116,12 @@ def _summary(task: Task, stage_names: dict[str, str]) -> dict[str, Any]:
     }
 
 
-async def task_view(engine: Engine, task: Task) -> dict[str, Any]:
-    """The task in export format, plus where it is now (`currentStage`) and its project."""
-    project = await engine.get_project(task.project_id)
+async def task_view(engine: Engine, task: Task, *, moved: bool = False) -> dict[str, Any]:
+    """The task in export format, plus where it is now (`currentStage`) and its project.
+    ``moved``: the task comes from a step, which read its project: no need to read it again."""
+    project = engine.known_project(task.project_id) if moved else None
+    if project is None:
+        project = await engine.get_project(task.project_id)
     stage = project.workflow.stages.get(task.stage_id)
     return {
         **engine.export_view(project, task),
@@ -171,7 +174,7 @@ async def submit(task_id: TaskId, body: Submit, engine: EngineDep, key: Labeler)
             user=body.user or key.name,
             duration_ms=body.duration,
         )
-    return await task_view(engine, task)
+    return await task_view(engine, task, moved=True)
 
 
 @router.post("/tasks/{task_id}/review", summary="Accept or reject a task in a Review stage")
@@ -185,7 +188,7 @@ async def review(task_id: TaskId, body: Review, engine: EngineDep, key: Labeler)
             duration_ms=body.duration,
             submission=body.checked().submission() if changed else None,
         )
-    return await task_view(engine, task)
+    return await task_view(engine, task, moved=True)
 
 
 @router.post(
@@ -211,4 +214,5 @@ async def release(
 async def requeue(
     task_id: TaskId, body: Requeue, engine: EngineDep, key: Manager
 ) -> dict[str, Any]:
-    return await task_view(engine, await engine.requeue(task_id, body.stageId, user=key.name))
+    moved = await engine.requeue(task_id, body.stageId, user=key.name)
+    return await task_view(engine, moved, moved=True)

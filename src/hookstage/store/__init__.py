@@ -23,6 +23,8 @@ from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from hookstage.store import driver
+
 __all__ = [
     "Duplicate",
     "Store",
@@ -73,7 +75,17 @@ def _sqlite_begin(conn: sa.Connection) -> None:
     # failing with "database is locked" when a read transaction tries to upgrade. Reads
     # begin DEFERRED: in WAL mode they never wait for a writer.
     read_only = conn.get_execution_options().get(_READ_ONLY, False)
-    conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+    statement = "BEGIN" if read_only else "BEGIN IMMEDIATE"
+    # Straight to the driver: SQLAlchemy's statement machinery cost more than the BEGIN. Its
+    # errors ("database is locked") are translated as SQLAlchemy would have.
+    errors = conn.dialect.loaded_dbapi.Error
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(statement)
+    except errors as exc:
+        raise sa.exc.DBAPIError.instance(statement, None, exc, errors) from exc
+    finally:
+        cursor.close()
 
 
 _READ_ONLY = "hookstage_read_only"
@@ -89,10 +101,14 @@ class Store:
     # SQLite has one writer at a time. Queueing writers here, in order, is fair and fast;
     # leaving it to SQLite's busy handler makes them sleep in steps of up to 100 ms.
     _writer: asyncio.Lock | None = field(default=None, repr=False)
+    # The engine with the read options set once (setting them per read cost a round of
+    # SQLAlchemy's machinery each time); it shares the engine's pool.
+    _reader: AsyncEngine | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.dialect == "sqlite":
             self._writer = asyncio.Lock()
+        self._reader = self.engine.execution_options(**self._read_options())
 
     @property
     def dialect(self) -> str:
@@ -129,12 +145,10 @@ class Store:
 
     @asynccontextmanager
     async def _begin(self, *, read_only: bool = False) -> AsyncIterator[AsyncConnection]:
+        engine = self._reader if read_only and self._reader is not None else self.engine
         try:
-            async with self.engine.connect() as conn:
-                if read_only:
-                    await conn.execution_options(**self._read_options())
-                async with conn.begin():
-                    yield conn
+            async with engine.connect() as conn, conn.begin():
+                yield conn
         except sa.exc.IntegrityError as exc:
             if _is_duplicate(exc):
                 raise Duplicate(f"duplicate key: {exc.orig}") from exc
@@ -222,7 +236,14 @@ async def open_store(
 def _create_engine(url: str, pool_size: int | None) -> AsyncEngine:
     if url.startswith("sqlite"):
         size = pool_size or 8
-        engine = create_async_engine(url, pool_size=size, max_overflow=size)
+        engine: AsyncEngine
+
+        async def connect() -> driver.Connection:
+            args, kwargs = engine.dialect.create_connect_args(engine.url)
+            return await driver.connect(str(args[0]), **kwargs)
+
+        # The URL's own arguments, through a driver that makes one trip per statement.
+        engine = create_async_engine(url, pool_size=size, max_overflow=size, async_creator=connect)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
