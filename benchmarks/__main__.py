@@ -163,6 +163,7 @@ SCENARIOS: dict[str, Scenario | str | Program] = {
     "tasks_page": Program(
         "benchmarks.bench_tasks_page", ("--tasks", "20000", "--runs", "5"), ("--runs", "9")
     ),
+    "transport": "benchmarks.bench_transport",
 }
 
 
