@@ -201,27 +201,25 @@ async def enqueue(conn: AsyncConnection, items: Sequence[NewDelivery]) -> None:
     """Add deliveries, pending, no attempt yet (in the transaction that moved their tasks)."""
     if not items:
         return
-    await conn.execute(
-        deliveries.insert(),
+    dialect = conn.dialect.name
+    await conn.exec_driver_sql(
+        _sql(_INSERT_DELIVERY, dialect),
         [
-            {
-                "id": item.id,
-                "project_id": item.project_id,
-                "stage_id": item.stage_id,
-                "task_id": item.task_id,
-                "external_id": item.external_id,
-                "size": len(item.body),
-                "state": PENDING,
-                "attempts": 0,
-                "due_at": item.due_at,
-                "created_at": item.created_at,
-            }
+            (
+                item.id,
+                item.project_id,
+                item.stage_id,
+                item.task_id,
+                item.external_id,
+                len(item.body),
+                item.due_at,
+                item.created_at,
+            )
             for item in items
         ],
     )
-    await conn.execute(
-        delivery_bodies.insert(),
-        [{"delivery_id": item.id, "body": bytes(item.body)} for item in items],
+    await conn.exec_driver_sql(
+        _sql(_INSERT_BODY, dialect), [(item.id, bytes(item.body)) for item in items]
     )
     await announce(conn)
 
@@ -276,7 +274,7 @@ async def _bodies(conn: AsyncConnection, dialect: str, ids: Sequence[str]) -> di
 
 
 # -- the hot statements ------------------------------------------------------------------------
-# Claim, record and release run for every delivery, thousands of times a second: they are
+# Enqueue, claim, record and release run for every delivery, thousands of times a second: they are
 # written out in SQL (one text for both dialects, placeholders as "?") and run through the
 # driver, which skips SQLAlchemy's statement building and its per-row parameter processing
 # (measured: most of the dispatcher's bookkeeping CPU).
@@ -307,6 +305,14 @@ RETURNING id, project_id, stage_id, task_id, external_id, attempts, created_at
 # only then may the planner use the partial index on it. The "created_at <=" bound lets
 # SQLite search ix_deliveries_pending_task instead of scanning every pending row per
 # candidate. PostgreSQL locks the rows it picks and skips those another worker holds.
+
+_INSERT_DELIVERY = """
+INSERT INTO deliveries (id, project_id, stage_id, task_id, external_id, size, state, attempts,
+    due_at, created_at)
+VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)
+"""
+
+_INSERT_BODY = "INSERT INTO delivery_bodies (delivery_id, body) VALUES (?, ?)"
 
 _INSERT_ATTEMPT = """
 INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, error_class,
