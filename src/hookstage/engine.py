@@ -1259,13 +1259,17 @@ async def _with_batches(conn: AsyncConnection, rows: Sequence[sa.Row[Any]]) -> l
     return [Task(**row._mapping, batches=by_task.get(row.id, [])) for row in rows]
 
 
+# Built once: building it cost more than running it (every step of a batched task reads it).
+_BATCHES_OF = (
+    sa.select(task_batches.c.task_id, batches.c.id, batches.c.name)
+    .join(batches, batches.c.id == task_batches.c.batch_id)
+    .where(task_batches.c.task_id.in_(sa.bindparam("ids", expanding=True)))
+    .order_by(task_batches.c.task_id, task_batches.c.position)
+)
+
+
 async def _batches_of(conn: AsyncConnection, ids: list[str]) -> dict[str, list[tuple[str, str]]]:
-    links = await conn.execute(
-        sa.select(task_batches.c.task_id, batches.c.id, batches.c.name)
-        .join(batches, batches.c.id == task_batches.c.batch_id)
-        .where(task_batches.c.task_id.in_(ids))
-        .order_by(task_batches.c.task_id, task_batches.c.position)
-    )
+    links = await conn.execute(_BATCHES_OF, {"ids": ids})
     by_task: dict[str, list[tuple[str, str]]] = {}
     for task_id, batch_id, name in links.all():
         by_task.setdefault(task_id, []).append((batch_id, name))
