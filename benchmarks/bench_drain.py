@@ -241,6 +241,7 @@ async def _dispatch(store: Store, url: str, count: int, concurrency: int) -> flo
 
 
 async def _main(args: argparse.Namespace) -> None:
+    # Here, not at the top: benchmarks.common imports this module (drain_receiver).
     from benchmarks.common import fast_receiver
 
     with tempfile.TemporaryDirectory(prefix="bench-drain-") as tmp:

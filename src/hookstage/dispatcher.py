@@ -1,16 +1,17 @@
 """Claim, send, record: the loop that empties the outbox.
 
 One dispatcher runs in ``serve`` or in each ``worker`` process. It claims due deliveries
-with a lease and sends each through one keep-alive HTTP session under a global and a
+with a lease and sends each through one pool of keep-alive connections under a global and a
 per-endpoint concurrency limit. One task talks to the store: each of its turns records the
 attempts that finished since the last turn and claims as many new deliveries as there is
 room for, in one transaction (durable without a commit per delivery).
 
-Isolation: a delivery waits for its endpoint's slot before it takes a global one, and an
-endpoint with a full queue is left out of the next claims, so a black-holed endpoint holds
-only its own slots. Each endpoint (URL) has a circuit breaker (``circuit``): once it opens,
-the endpoint's deliveries are neither claimed nor attempted (their retry budget untouched)
-until a probe after the cool-down succeeds; then what waited is claimed as usual.
+Isolation: each endpoint's deliveries queue for its own workers, which take a global slot
+only to send, and an endpoint with a full queue is left out of the next claims, so a
+black-holed endpoint holds only its own workers. Each endpoint (URL) has a circuit breaker
+(``circuit``): once it opens, the endpoint's deliveries are neither claimed nor attempted
+(their retry budget untouched) until a probe after the cool-down succeeds; then what
+waited is claimed as usual.
 
 A 410 Gone disables the stage's endpoint (``store.endpoints``) in the transaction that
 records it. A ``settle`` hook, when given, runs in every recording transaction with the

@@ -52,6 +52,8 @@ Resolver: TypeAlias = Callable[[str, int], Awaitable[Sequence[str]]]
 RawHeaders: TypeAlias = list[tuple[bytes, bytes]]
 
 _FRAMING = (b"content-length", b"transfer-encoding")
+# An answer's headers are kept with its attempt: a receiver may not make that unbounded.
+MAX_HEADER_BYTES = 64 * 1024
 
 
 class Origin(NamedTuple):
@@ -100,7 +102,6 @@ class Connection(asyncio.Protocol):
         self.origin = origin
         self.reusable = True
         self.lost = False  # connection_lost has been called: the socket is closed
-        self.requests = 0  # carried so far: more than one means the connection was reused
         self.idle_since = 0.0
         self._max_body = max_body
         self._on_gone: Callable[[Connection], None] | None = None
@@ -120,6 +121,7 @@ class Connection(asyncio.Protocol):
         self._headers: RawHeaders = []
         self._body: list[bytes] = []
         self._size = 0
+        self._header_bytes = 0
 
     # -- use ------------------------------------------------------------------------------
 
@@ -139,7 +141,6 @@ class Connection(asyncio.Protocol):
         transport = self._transport
         assert transport is not None, "request before the connection was made"
         waiter: asyncio.Future[Answer] = self._loop.create_future()
-        self.requests += 1
         self._answered = False
         self._status = 0  # nothing of this answer yet: connection_lost must not see the last
         if transport.is_closing():
@@ -245,7 +246,13 @@ class Connection(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self._broken(ProtocolError("the receiver switched protocols (101)"))
         except httptools.HttpParserError as exc:
-            self._broken(ProtocolError(f"not an HTTP/1.1 answer: {_reason(exc)}"))
+            cause = exc.__cause__ or exc.__context__
+            if isinstance(cause, ProtocolError):
+                self._broken(cause)
+            else:
+                self._broken(ProtocolError(f"not an HTTP/1.1 answer: {_reason(exc)}"))
+        except ProtocolError as exc:
+            self._broken(exc)
 
     # -- httptools callbacks --------------------------------------------------------------
 
@@ -258,12 +265,18 @@ class Connection(asyncio.Protocol):
         self._headers = []
         self._body = []
         self._size = 0
+        self._header_bytes = 0
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._waiter is not None and not self._status:  # not a chunked body's trailer
-            self._headers.append((name, value))
-            if name.lower() in _FRAMING:
-                self._framed = True
+        if self._waiter is None or self._status:  # a chunked body's trailer
+            return
+        self._header_bytes += len(name) + len(value)
+        if self._header_bytes > MAX_HEADER_BYTES:
+            # Raised out of the parser: feed_data fails and the connection is dropped.
+            raise ProtocolError(f"the answer's headers exceed {MAX_HEADER_BYTES // 1024} KiB")
+        self._headers.append((name, value))
+        if name.lower() in _FRAMING:
+            self._framed = True
 
     def on_headers_complete(self) -> None:
         self._status = self._parser.get_status_code()
@@ -506,7 +519,7 @@ class Pool:
                 # The deadline above ends a slow handshake as a connect timeout; this is
                 # only asyncio's own limit kept from ending it first as something else.
                 ssl_handshake_timeout=(
-                    deadline - self._loop.time() + 1.0 if origin.tls is not None else None
+                    max(deadline - self._loop.time(), 0.0) + 1.0 if origin.tls is not None else None
                 ),
             )
         except BaseException:
@@ -522,7 +535,11 @@ async def _connected(
     error: OSError | None = None
     for address in addresses:
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        except OSError as exc:  # e.g. IPv6 disabled on this host: try the next address
+            error = exc
+            continue
         try:
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -547,7 +564,10 @@ async def resolve(host: str, port: int) -> list[str]:
         pass
     else:
         return [host]
-    found = await asyncio.get_running_loop().getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
-    )
+    try:
+        found = await asyncio.get_running_loop().getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+        )
+    except UnicodeError as exc:  # a name IDNA cannot encode (an empty or 64+ letter label)
+        raise socket.gaierror(socket.EAI_NONAME, "the host name cannot be looked up") from exc
     return list(dict.fromkeys(str(info[4][0]) for info in found))

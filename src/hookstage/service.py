@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import os
 import socket
@@ -94,13 +93,12 @@ def endpoint(settings: workflow.WebhookSettings, *, now: float | None = None) ->
         signer = Signer([Scheme.BEARER], token=auth.token.reveal())
     else:
         signer = Signer()
-    trust = None if settings.ca_bundle is None else _tls_context(settings.ca_bundle)
+    # tls_context keeps one context per bundle: stages resolve every turn, and the same
+    # context lets the transport reuse its connections.
+    trust = None if settings.ca_bundle is None else egress.tls_context(settings.ca_bundle)
     return Endpoint(settings.url, signer, timeout=settings.timeout_ms / 1000, ssl=trust)
 
 
-# One context per CA bundle: stages resolve every turn, and a context loads its bundle
-# once; the same context also lets the transport reuse its connections.
-_tls_context = functools.lru_cache(maxsize=64)(egress.tls_context)
 
 
 class _TokenMasked:

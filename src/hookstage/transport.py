@@ -303,18 +303,15 @@ def _broken(headers: Mapping[str, str]) -> str:
 
 def _headers(raw: RawHeaders) -> dict[str, str]:
     """The response headers, a name given more than once joined with ", " (the first
-    spelling of the name is kept)."""
-    headers: dict[str, str] = {}
+    spelling of the name is kept). Bytes that are not UTF-8 become U+FFFD: the headers are
+    stored as JSON, which holds text only."""
+    values: dict[str, list[str]] = {}
     spelling: dict[str, str] = {}
     for raw_name, raw_value in raw:
-        name = raw_name.decode("utf-8", "surrogateescape")
-        value = raw_value.decode("utf-8", "surrogateescape")
+        name = raw_name.decode("utf-8", "replace")
         first = spelling.setdefault(name.lower(), name)
-        if first in headers:
-            headers[first] += ", " + value
-        else:
-            headers[first] = value
-    return headers
+        values.setdefault(first, []).append(raw_value.decode("utf-8", "replace"))
+    return {name: ", ".join(parts) for name, parts in values.items()}
 
 
 def _since(started: float) -> float:

@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
+import orjson
 import pytest
 import uvloop
 from cryptography import x509
@@ -769,3 +770,37 @@ def _pieces(data: bytes, cuts: list[int]) -> Iterator[bytes]:
         start += cut
     if start < len(data):
         yield data[start:]
+
+
+# --- what a hostile receiver may answer -------------------------------------------------------
+
+
+async def test_header_bytes_that_are_not_utf8_are_kept_as_storable_text() -> None:
+    answer = b"HTTP/1.1 200 OK\r\nX-Note: caf\xe9\r\nContent-Length: 2\r\n\r\nok"
+    async with answering(always(answer)) as server, transport() as http:
+        outcome = await post(http, server.url)
+    assert (outcome.status, outcome.header("X-Note")) == (200, "caf\ufffd")
+    orjson.dumps(dict(outcome.headers))  # what recording the attempt does: it must not fail
+
+
+async def test_headers_beyond_64_kib_fail_the_attempt_and_drop_the_connection() -> None:
+    lines = b"".join(b"X-Pad-%d: %s\r\n" % (i, b"a" * 1000) for i in range(70))
+    answer = b"HTTP/1.1 200 OK\r\n" + lines + b"Content-Length: 2\r\n\r\nok"
+    async with answering(always(answer)) as server, transport() as http:
+        outcome = await post(http, server.url)
+    assert (outcome.status, outcome.error_class) == (None, "protocol")
+    assert outcome.error == "the answer's headers exceed 64 KiB"
+
+
+async def test_a_name_repeated_many_times_is_joined_in_order() -> None:
+    lines = b"".join(b"Link: <%d>\r\n" % i for i in range(3000))
+    answer = b"HTTP/1.1 200 OK\r\n" + lines + b"Content-Length: 2\r\n\r\nok"
+    async with answering(always(answer)) as server, transport() as http:
+        outcome = await post(http, server.url)
+    assert outcome.header("Link") == ", ".join(f"<{i}>" for i in range(3000))
+
+
+async def test_a_host_name_that_cannot_be_looked_up_is_a_dns_failure() -> None:
+    async with transport() as http:
+        outcome = await post(http, "http://a..example/hook")
+    assert outcome.error_class == "dns"

@@ -332,8 +332,6 @@ UPDATE deliveries SET due_at = ?, lease_until = NULL, leased_by = NULL, attempts
 WHERE id = ? AND leased_by = ? AND attempts = ? AND state = 'pending'
 """
 
-# Header names may be str subclasses (a client's case-insensitive strings).
-_KEYS = orjson.OPT_NON_STR_KEYS
 _JSON_PARAMETER = {"postgresql": "CAST(? AS JSON)"}
 
 
@@ -386,7 +384,7 @@ def _attempt_row(result: AttemptResult) -> tuple[Any, ...]:
         result.status_code,
         result.error_class,
         result.error,
-        None if headers is None else orjson.dumps(dict(headers), option=_KEYS).decode(),
+        None if headers is None else orjson.dumps(dict(headers)).decode(),
         None if body is None else bytes(body[:MAX_STORED_RESPONSE]),
     )
 
