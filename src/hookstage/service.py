@@ -99,8 +99,6 @@ def endpoint(settings: workflow.WebhookSettings, *, now: float | None = None) ->
     return Endpoint(settings.url, signer, timeout=settings.timeout_ms / 1000, ssl=trust)
 
 
-
-
 class _TokenMasked:
     """Keeps the bearer token out of what is recorded of an answer: a receiver that echoes
     its request would show it to everyone who may read deliveries."""
