@@ -302,10 +302,10 @@ class Dispatcher:
         try:
             claimed, due = await self._exchange(items, limit, now)
         except Exception:
-            return self._turn_failed(items)
+            return await self._turn_failed(items, now)
         self._failed_turns = 0
         for item in items:
-            self._outstanding.discard(item if isinstance(item, Lease) else item.lease)
+            self._outstanding.discard(_lease_of(item))
         await self._launch(claimed)
         if self._finished or self._closing or (limit > 0 and len(claimed) == limit):
             return 0.0  # more to record (or closing), or a backlog to keep claiming from
@@ -374,16 +374,28 @@ class Dispatcher:
             ids = ", ".join(r.lease.delivery_id for r in results[:5])
             log.exception("settling gate stages failed for deliveries %s", ids)
 
-    def _turn_failed(self, items: list[_Item]) -> float:
+    async def _turn_failed(self, items: list[_Item], now: float) -> float:
         self._failed_turns += 1
         log.exception("delivery bookkeeping failed (%d in a row)", self._failed_turns)
         if self._failed_turns < _TURN_TRIES:
             self._finished.extendleft(reversed(items))  # nothing was written: try again
-        else:
-            # Unrecorded claims come back when their leases expire: at least once holds.
-            for item in items:
-                self._outstanding.discard(item if isinstance(item, Lease) else item.lease)
+            return min(self._poll_seconds, 0.2 * self._failed_turns)
+        if len(items) > 1:
+            await self._record_singly(items, now)
+        # Unrecorded claims come back when their leases expire: at least once holds.
+        for item in items:
+            self._outstanding.discard(_lease_of(item))
         return min(self._poll_seconds, 0.2 * self._failed_turns)
+
+    async def _record_singly(self, items: list[_Item], now: float) -> None:
+        """The group failed every try: record each item on its own, so that one that cannot
+        be recorded does not send all the others again when their leases expire."""
+        for item in items:
+            try:
+                await self._exchange([item], 0, now)
+            except Exception:
+                delivery_id = _lease_of(item).delivery_id
+                log.exception("delivery %s: its attempt could not be recorded", delivery_id)
 
     async def _launch(self, claimed: list[Claimed]) -> None:
         endpoints = await self._resolve_all({(c.project_id, c.stage_id) for c in claimed})
@@ -443,10 +455,11 @@ class Dispatcher:
             worker.add_done_callback(self._workers.discard)
 
     async def _work(self, url: str, slot: _Slot) -> None:
+        me = asyncio.current_task()
         try:
             while slot.queue:
                 job = slot.queue.popleft()
-                job.task = asyncio.current_task()
+                job.task = me
                 self._jobs.add(job)
                 try:
                     await self._send(job)
@@ -573,6 +586,10 @@ class Dispatcher:
     def _put(self, item: _Item) -> None:
         self._finished.append(item)
         self._nudge.set()
+
+
+def _lease_of(item: _Item) -> Lease:
+    return item if isinstance(item, Lease) else item.lease
 
 
 def _result(

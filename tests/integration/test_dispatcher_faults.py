@@ -5,6 +5,7 @@ timeout, a 10 MB answer."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,6 +20,7 @@ from hookstage.retry import RetryPolicy
 from hookstage.store import Store
 from hookstage.store import endpoints as endpoint_store
 from hookstage.store.deliveries import MAX_STORED_RESPONSE
+from hookstage.store.tables import deliveries, delivery_bodies
 from hookstage.transport import HttpTransport
 from tests.support.delivery import (
     BODY,
@@ -288,3 +290,20 @@ async def test_state_reports_circuits_as_strings_per_url(
     state = dispatcher.state()
     assert state["circuits"] == {receiver.url: "closed"}
     assert dispatcher.circuit_states() == {("p1", "hook"): "closed"}
+
+
+async def test_a_result_that_cannot_be_recorded_does_not_send_the_others_again(
+    store: Store, receiver: Receiver, start: Start
+) -> None:
+    receiver.gate = asyncio.Event()
+    ids = await enqueue(store, 3)
+    # A long linger: the three answers are recorded in one group, as under load.
+    await start({"hook": hub(receiver.url)}, linger_seconds=0.3)
+    await receiver.wait_for(3)
+    gone = ids[1]
+    async with store.transaction() as conn:  # removed mid-flight: its attempt cannot be kept
+        await conn.execute(delivery_bodies.delete().where(delivery_bodies.c.delivery_id == gone))
+        await conn.execute(deliveries.delete().where(deliveries.c.id == gone))
+    receiver.gate.set()
+    await until_state(store, [ids[0], ids[2]], "delivered")  # well before their leases end
+    assert sorted(receiver.ids()) == ids  # each sent once: none waits for its lease again
