@@ -463,6 +463,11 @@ class Dispatcher:
                 self._jobs.add(job)
                 try:
                     await self._send(job)
+                except Exception:
+                    # A bug after the attempt must not strand this worker's queue or the
+                    # claim: handed back, the delivery goes again (at least once holds).
+                    log.exception("delivery %s: sending failed unexpectedly", job.claimed.id)
+                    self._put(job.claimed.lease)
                 finally:
                     self._jobs.discard(job)
                     slot.backlog -= 1

@@ -8,8 +8,10 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
+from typing import Never
 
 import pytest
 from aiohttp import web
@@ -21,7 +23,7 @@ from hookstage.store import Store
 from hookstage.store import endpoints as endpoint_store
 from hookstage.store.deliveries import MAX_STORED_RESPONSE
 from hookstage.store.tables import deliveries, delivery_bodies
-from hookstage.transport import HttpTransport
+from hookstage.transport import HttpTransport, OutboundRequest, Outcome
 from tests.support.delivery import (
     BODY,
     BlackHole,
@@ -307,3 +309,41 @@ async def test_a_result_that_cannot_be_recorded_does_not_send_the_others_again(
     receiver.gate.set()
     await until_state(store, [ids[0], ids[2]], "delivered")  # well before their leases end
     assert sorted(receiver.ids()) == ids  # each sent once: none waits for its lease again
+
+
+class _Unreadable(Mapping[str, str]):
+    """Headers that break whoever copies them: a stand-in for a bug after the attempt."""
+
+    def __getitem__(self, name: str) -> Never:
+        raise RuntimeError("a bug")
+
+    def __iter__(self) -> Never:
+        raise RuntimeError("a bug")
+
+    def __len__(self) -> int:
+        return 1
+
+
+async def test_a_bug_after_an_attempt_hands_the_delivery_back_and_the_queue_goes_on(
+    store: Store, receiver: Receiver, start: Start
+) -> None:
+    ids = await enqueue(store, 3)
+    real = HttpTransport()
+    broken = [True]
+
+    class FirstAnswerBreaks:
+        async def send(self, request: OutboundRequest) -> Outcome:
+            outcome = await real.send(request)
+            if broken.pop() if broken else False:
+                return replace(outcome, headers=_Unreadable())
+            return outcome
+
+        async def aclose(self) -> None:
+            await real.aclose()
+
+    # One worker for the endpoint: the queue behind the failed job must still be sent.
+    await start({"hook": hub(receiver.url)}, transport=FirstAnswerBreaks(), per_endpoint=1)
+    await until_state(store, ids, "delivered")
+    first = receiver.ids()[0]
+    assert receiver.ids().count(first) == 2  # handed back and sent again
+    assert sorted(set(receiver.ids())) == ids
