@@ -11,6 +11,7 @@ from hookstage.store import Store, endpoints
 from hookstage.store import deliveries as outbox
 from hookstage.store.deliveries import AttemptResult, Claimed, Lease, NewDelivery
 from hookstage.store.tables import projects, tasks
+from tests.support.delivery import task_row
 
 T0 = 1_695_893_853.733  # 2023-09-28T09:37:33.733Z
 LEASE = 60.0
@@ -25,29 +26,8 @@ async def store(store: Store) -> Store:
                 id="p1", name="P", category_schema={}, workflow={}, created_at=T0, updated_at=T0
             )
         )
-        await conn.execute(tasks.insert(), [_task(f"t{i}") for i in range(1, 6)])
+        await conn.execute(tasks.insert(), [task_row(f"t{i}", T0) for i in range(1, 6)])
     return store
-
-
-def _task(task_id: str) -> dict[str, object]:
-    return {
-        "id": task_id,
-        "asset_id": f"a-{task_id}",
-        "project_id": "p1",
-        "external_id": f"{task_id}.png",
-        "data_url": "https://example.com/a.png",
-        "dataset": [],
-        "asset_metadata": {},
-        "stage_id": "Review",
-        "work_stage_id": "Label",
-        "annotations": {},
-        "stage_history": [],
-        "updated_at": T0,
-        "total_duration": 0,
-        "entered_at": T0,
-        "created_at": T0,
-        "version": 1,
-    }
 
 
 def _new(

@@ -43,6 +43,7 @@ __all__ = [
     "receiving",
     "resolver",
     "seeded_store",
+    "task_row",
     "until",
     "until_state",
 ]
@@ -180,7 +181,7 @@ async def enqueue(
     due = now - count if due is None else due  # all due, in order
     ids = [f"dlv-{stage}-{i:04d}" for i in range(count)]
     async with store.transaction() as conn:
-        await conn.execute(tasks.insert(), [_task(f"{stage}-{i}", now) for i in range(count)])
+        await conn.execute(tasks.insert(), [task_row(f"{stage}-{i}", now) for i in range(count)])
         await outbox.enqueue(
             conn,
             [
@@ -191,7 +192,8 @@ async def enqueue(
     return ids
 
 
-def _task(task_id: str, now: float) -> dict[str, object]:
+def task_row(task_id: str, now: float) -> dict[str, object]:
+    """A task of project "p1" resting in Review, for deliveries to point at."""
     return {
         "id": task_id,
         "asset_id": f"a-{task_id}",
