@@ -18,6 +18,8 @@ from tests.support.postgres import Postgres, running
 
 DIALECTS = ("sqlite", "postgresql")
 
+pytest_plugins = ("tests.support.dispatching",)
+
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Postgres]:

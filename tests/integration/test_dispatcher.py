@@ -9,14 +9,14 @@ import hashlib
 import hmac
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
 import hookstage
-from hookstage.dispatcher import Dispatcher, Endpoint
+from hookstage.dispatcher import Endpoint
 from hookstage.signing import Signer
 from hookstage.store import Store, open_store
 from hookstage.transport import HttpTransport, OutboundRequest, Outcome
@@ -25,47 +25,23 @@ from tests.support.delivery import (
     DEADLINE,
     SECRET,
     BlackHole,
-    Dispatchers,
     Receiver,
     WatchedStore,
-    black_holed,
     closed_port,
     enqueue,
     get,
     hub,
-    receiving,
     seeded_store,
     until,
     until_state,
 )
-
-Start = Callable[..., Awaitable[Dispatcher]]
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    async with receiving() as found:
-        yield found
-
-
-@pytest.fixture
-async def black_hole() -> AsyncIterator[BlackHole]:
-    async with black_holed() as hole:
-        yield hole
+from tests.support.dispatching import Start
 
 
 @pytest.fixture
 async def store(database: str) -> AsyncIterator[Store]:
     async with seeded_store(database) as opened:
         yield opened
-
-
-@pytest.fixture
-async def start(store: Store) -> AsyncIterator[Start]:
-    """Start a dispatcher on the test store (or another); all are stopped at teardown."""
-    dispatchers = Dispatchers(store)
-    yield dispatchers
-    await dispatchers.stop_all()
 
 
 # --- delivery ---------------------------------------------------------------------------------

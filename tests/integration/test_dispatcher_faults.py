@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Never
@@ -17,7 +17,6 @@ import pytest
 from aiohttp import web
 
 from hookstage.circuit import CircuitPolicy
-from hookstage.dispatcher import Dispatcher
 from hookstage.retry import RetryPolicy
 from hookstage.store import Store
 from hookstage.store import endpoints as endpoint_store
@@ -27,10 +26,8 @@ from hookstage.transport import HttpTransport, OutboundRequest, Outcome
 from tests.support.delivery import (
     BODY,
     BlackHole,
-    Dispatchers,
     Receiver,
     WatchedStore,
-    black_holed,
     closed_port,
     enqueue,
     get,
@@ -40,35 +37,16 @@ from tests.support.delivery import (
     until,
     until_state,
 )
+from tests.support.dispatching import Start
 
-Start = Callable[..., Awaitable[Dispatcher]]
 # Many quick attempts: a budget an outage of a second would burn many times over.
 PATIENT = RetryPolicy(schedule=(0, *(0.02,) * 7), jitter=0)
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    async with receiving() as found:
-        yield found
-
-
-@pytest.fixture
-async def black_hole() -> AsyncIterator[BlackHole]:
-    async with black_holed() as hole:
-        yield hole
 
 
 @pytest.fixture
 async def store(database: str) -> AsyncIterator[Store]:
     async with seeded_store(database) as opened:
         yield opened
-
-
-@pytest.fixture
-async def start(store: Store) -> AsyncIterator[Start]:
-    dispatchers = Dispatchers(store)
-    yield dispatchers
-    await dispatchers.stop_all()
 
 
 # --- the circuit breaker ------------------------------------------------------------------------
