@@ -63,7 +63,7 @@ def hub_signature(secret: str | bytes, body: Body) -> str:
     Raises TypeError for a body that is not bytes or a secret that is not str/bytes,
     ValueError for an empty secret.
     """
-    return hmac.digest(_hmac_key(secret), _body(body), "sha1").hex()
+    return _mac(_template(_hmac_key(secret), "sha1"), _body(body)).hex()
 
 
 def hub_signature_256(secret: str | bytes, body: Body) -> str:
@@ -71,7 +71,7 @@ def hub_signature_256(secret: str | bytes, body: Body) -> str:
 
     Raises like ``hub_signature``.
     """
-    return "sha256=" + hmac.digest(_hmac_key(secret), _body(body), "sha256").hex()
+    return "sha256=" + _mac(_template(_hmac_key(secret), "sha256"), _body(body)).hex()
 
 
 def standard_webhooks_headers(
@@ -84,17 +84,21 @@ def standard_webhooks_headers(
     ``timestamp`` integer epoch seconds at send time. Raises TypeError/ValueError naming
     the bad argument; the message never contains a secret.
     """
-    data = _body(body)
-    ident = _msg_id(msg_id)
-    stamp = _timestamp(timestamp)
     keys = [
         _standard_key(secret, f"secrets[{i}]") for i, secret in enumerate(_secret_list(secrets))
     ]
     if not keys:
         raise ValueError("secrets: at least one Standard Webhooks secret is needed")
+    templates = [_template(key, "sha256") for key in keys]
+    return _standard_headers(templates, _msg_id(msg_id), _timestamp(timestamp), _body(body))
+
+
+def _standard_headers(
+    templates: Sequence[hmac.HMAC], ident: str, stamp: str, data: bytes
+) -> dict[str, str]:
     signed = f"{ident}.{stamp}.".encode() + data
     signature = " ".join(
-        "v1," + base64.b64encode(hmac.digest(key, signed, "sha256")).decode() for key in keys
+        "v1," + base64.b64encode(_mac(template, signed)).decode() for template in templates
     )
     return {"webhook-id": ident, "webhook-timestamp": stamp, "webhook-signature": signature}
 
@@ -126,7 +130,7 @@ class Signer:
     token that cannot go in a header; TypeError for wrong types.
     """
 
-    __slots__ = ("_schemes", "_secrets", "_token")
+    __slots__ = ("_hub", "_hub_256", "_schemes", "_secrets", "_standard", "_token")
 
     def __init__(
         self,
@@ -139,6 +143,18 @@ class Signer:
         self._secrets = _config_secrets(secrets)
         self._token = None if token is None else _token(token)
         self._check_complete()
+        # Keyed once: a delivery then costs the hash of its body, not the key's set-up too.
+        newest = _hmac_key(self._secrets[0]) if self._secrets else b""
+        self._hub = _template(newest, "sha1") if Scheme.HUB in self._schemes else None
+        self._hub_256 = _template(newest, "sha256") if Scheme.HUB_256 in self._schemes else None
+        self._standard = (
+            [
+                _template(_standard_key(secret, f"secrets[{i}]"), "sha256")
+                for i, secret in enumerate(self._secrets)
+            ]
+            if Scheme.STANDARD in self._schemes
+            else []
+        )
 
     @property
     def schemes(self) -> frozenset[Scheme]:
@@ -154,14 +170,14 @@ class Signer:
         """
         data = _body(body)
         ident = _msg_id(msg_id)
-        _timestamp(timestamp)
+        stamp = _timestamp(timestamp)
         out: dict[str, str] = {}
-        if Scheme.HUB in self._schemes:
-            out["X-Hub-Signature"] = hub_signature(self._secrets[0], data)
-        if Scheme.HUB_256 in self._schemes:
-            out["X-Hub-Signature-256"] = hub_signature_256(self._secrets[0], data)
-        if Scheme.STANDARD in self._schemes:
-            out.update(standard_webhooks_headers(self._secrets, ident, timestamp, data))
+        if self._hub is not None:
+            out["X-Hub-Signature"] = _mac(self._hub, data).hex()
+        if self._hub_256 is not None:
+            out["X-Hub-Signature-256"] = "sha256=" + _mac(self._hub_256, data).hex()
+        if self._standard:
+            out.update(_standard_headers(self._standard, ident, stamp, data))
         if Scheme.BEARER in self._schemes and self._token is not None:
             out.update(bearer_headers(self._token))
         return out
@@ -177,9 +193,6 @@ class Signer:
             raise ValueError(f"secrets: scheme(s) {', '.join(needing)} need at least one secret")
         if Scheme.BEARER in self._schemes and self._token is None:
             raise ValueError("token: scheme bearer needs a token")
-        if Scheme.STANDARD in self._schemes:
-            for i, secret in enumerate(self._secrets):
-                _standard_key(secret, f"secrets[{i}]")
 
 
 def _schemes(schemes: Iterable[Scheme | str]) -> frozenset[Scheme]:
@@ -212,6 +225,26 @@ def _secret_list(secrets: Sequence[str]) -> tuple[str, ...]:
     if isinstance(secrets, (str, bytes)) or not isinstance(secrets, Sequence):
         raise TypeError("secrets must be a sequence (list or tuple) of str, newest first")
     return tuple(secrets)
+
+
+# hashlib lets go of the GIL to hash 2048 bytes or more in one call. In the dispatcher the
+# store's SQLite thread always wants the GIL, and winning it back cost the event loop ~20 us
+# per delivery (measured on a 2 KB drain), ten times the hash itself. Pieces one byte short
+# keep the GIL, at ~0.1 us each.
+_PIECE = 2047
+
+
+def _template(key: bytes, algorithm: str) -> hmac.HMAC:
+    return hmac.new(key, digestmod=algorithm)
+
+
+def _mac(template: hmac.HMAC, data: bytes) -> bytes:
+    """The HMAC of ``data`` under ``template``'s key, which is left as it was."""
+    mac = template.copy()
+    view = memoryview(data)
+    for start in range(0, len(view), _PIECE):
+        mac.update(view[start : start + _PIECE])
+    return mac.digest()
 
 
 def _hmac_key(secret: str | bytes, field: str = "secret") -> bytes:

@@ -201,6 +201,21 @@ def test_signer_adds_every_configured_schemes_headers() -> None:
         Webhook(secret).verify(body, headers)
 
 
+@pytest.mark.parametrize("size", [0, 1, 2046, 2047, 2048, 4094, 4095, 100_003])
+def test_signer_signs_bodies_of_any_size_as_the_receivers_check_them(size: int) -> None:
+    # Bodies are hashed in pieces (to keep the GIL); every piece boundary must be seamless,
+    # and a keyed signer must sign its second body as it signed its first.
+    body = bytes(i % 251 for i in range(size))
+    signer = Signer(["hub", "hub-256", "standard"], secrets=[STANDARD_A])
+    for _ in range(2):
+        headers = signer.headers(body, msg_id="dlv_1", timestamp=1_700_000_000)
+        assert seed_check(STANDARD_A.encode(), body, headers["X-Hub-Signature"])
+        expected = hmac.new(STANDARD_A.encode(), body, hashlib.sha256).hexdigest()
+        assert headers["X-Hub-Signature-256"] == "sha256=" + expected
+        verify.verify_standard_webhooks(body, headers, [STANDARD_A], now=1_700_000_000)
+    assert seed_check(b"k", body, hub_signature(b"k", body))
+
+
 def test_signer_without_schemes_adds_nothing() -> None:
     assert Signer().headers(b"{}", msg_id="m", timestamp=0) == {}
 
