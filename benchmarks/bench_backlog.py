@@ -5,7 +5,7 @@ points at bench_drain's receiver (its own process). Pending deliveries (~2.1 KB 
 task each, all due) are written straight into the tables (executemany, bulk-load pragmas,
 tasks included) and topped up to each size in turn, 10k being the baseline of the others:
 
-- claim: ``hookstage.store.deliveries.claim`` called directly, batches of 200 (the
+- claim: ``hookstage.store.deliveries.claim`` called directly, batches of 500 (the
   dispatcher's), each in its own transaction, commit included: median and p90;
 - drain: a real `hookstage serve` process (its dispatcher at its defaults) started on the
   file; the time it takes to deliver a fixed number (after the first 200, which cover its
@@ -50,7 +50,7 @@ from hookstage.store.deliveries import claim
 __all__ = ["run"]
 
 STAGE = "webhook"
-BATCH = 200
+BATCH = 500
 CLAIMS = 20
 WARM = 200
 _CHUNK = 20_000
@@ -229,7 +229,7 @@ async def run(quick: bool) -> Result:
         "Backlog: claim and drain as pending deliveries grow",
         [
             "pending",
-            "claim of 200 ms (median)",
+            f"claim of {BATCH} ms (median)",
             "p90",
             "vs 10k",
             "with its commit ms",
@@ -263,8 +263,8 @@ async def run(quick: bool) -> Result:
         Figure(f"serve peak RSS at {label}", top.rss_mb, " MB", ("<", 300), 0),
     ]
     result.notes += [
-        f"{CLAIMS} claims of {BATCH} per size: the claim's statements (UPDATE ... RETURNING,"
-        " then the bodies), and its whole transaction (BEGIN IMMEDIATE to COMMIT with fsync).",
+        f"{CLAIMS} claims of {BATCH} per size: the claim's statements (UPDATE ... RETURNING"
+        " with the bodies), and its whole transaction (BEGIN IMMEDIATE to COMMIT with fsync).",
         f"Drain of {top.drained:,} per size by `hookstage serve` (dispatcher defaults: 256 in"
         " flight, 64 per endpoint); its RSS includes the API beside the dispatcher; start:"
         " from launching it to its first 200 delivered.",
@@ -283,8 +283,8 @@ def _ratio(size: _Size, base: _Size) -> float:
 def _plot(measured: list[_Size]) -> bool:
     xs = [float(s.pending) for s in measured]
     series = {
-        "claim of 200, median": (xs, [statistics.median(s.claim_ms) for s in measured]),
-        "claim of 200, p90": (xs, [percentile(s.claim_ms, 90) for s in measured]),
+        f"claim of {BATCH}, median": (xs, [statistics.median(s.claim_ms) for s in measured]),
+        f"claim of {BATCH}, p90": (xs, [percentile(s.claim_ms, 90) for s in measured]),
         "with its commit, median": (xs, [statistics.median(s.turn_ms) for s in measured]),
     }
     return plot_lines(

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
+import sqlalchemy as sa
 
 from hookstage.retry import Decision
 from hookstage.store import Store, endpoints
 from hookstage.store import deliveries as outbox
 from hookstage.store.deliveries import AttemptResult, Claimed, Lease, NewDelivery
-from hookstage.store.tables import projects, tasks
+from hookstage.store.tables import attempts, projects, tasks
 from tests.support.delivery import task_row
 
 T0 = 1_695_893_853.733  # 2023-09-28T09:37:33.733Z
@@ -196,6 +197,32 @@ async def test_record_give_up_fails_the_delivery_with_the_error(store: Store) ->
     assert await _claim(store, now=T0 + 10**6) == []
 
 
+async def test_a_group_larger_than_one_insert_records_every_attempt(store: Store) -> None:
+    # SQLite's attempts go in statements of many rows: a group spanning several statements,
+    # answered and unanswered attempts mixed, must land row for row.
+    count = 2 * outbox._ROWS_PER_STATEMENT + 3
+    await _enqueue(store, *(_new(f"d{i:04}", stage=f"s{i}") for i in range(count)))
+    claimed = await _claim(store, limit=count)
+    assert len(claimed) == count
+    await _record(
+        store,
+        *(
+            _result(c, Decision.delivered())
+            if i % 2
+            else _result(c, Decision.give_up(), status=None, error_class="refused")
+            for i, c in enumerate(sorted(claimed, key=lambda c: c.id))
+        ),
+    )
+    for i in (0, 1, outbox._ROWS_PER_STATEMENT, count - 1):
+        detail = await _get(store, f"d{i:04}")
+        [attempt] = detail.attempt_log
+        expected = ("delivered", 200, None) if i % 2 else ("failed", None, "refused")
+        assert (detail.state, attempt.status_code, attempt.error_class) == expected
+    async with store.read() as conn:
+        stored = await conn.scalar(sa.select(sa.func.count()).select_from(attempts))
+    assert stored == count
+
+
 async def test_a_late_result_is_kept_but_does_not_move_a_delivery_claimed_again(
     store: Store,
 ) -> None:
@@ -204,6 +231,20 @@ async def test_a_late_result_is_kept_but_does_not_move_a_delivery_claimed_again(
     [new] = await _claim(store, now=T0 + LEASE, worker="w2")
     await _record(store, _result(new, Decision.delivered(), started=T0 + LEASE))
     await _record(store, _result(old, Decision.retry(T0 + 100), status=500))
+    detail = await _get(store, "d1")
+    assert (detail.state, detail.last_status) == ("delivered", 200)
+    assert [(a.number, a.status_code) for a in detail.attempt_log] == [(1, 500), (2, 200)]
+
+
+async def test_a_late_result_in_the_same_group_does_not_move_the_delivery(store: Store) -> None:
+    # One statement records the whole group on SQLite: the stale row, listed last, must
+    # neither win nor be lost.
+    await _enqueue(store, _new("d1"))
+    [old] = await _claim(store, worker="slow")
+    [new] = await _claim(store, now=T0 + LEASE, worker="w2")
+    current = _result(new, Decision.delivered(), started=T0 + LEASE)
+    stale = _result(old, Decision.retry(T0 + 100), status=500)
+    await _record(store, current, stale)
     detail = await _get(store, "d1")
     assert (detail.state, detail.last_status) == ("delivered", 200)
     assert [(a.number, a.status_code) for a in detail.attempt_log] == [(1, 500), (2, 200)]
