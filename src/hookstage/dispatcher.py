@@ -64,7 +64,8 @@ class Endpoint:
 
     ``signer`` holds the secrets (its repr hides them); ``policy`` None means the
     dispatcher's default; ``ssl`` the TLS trust to verify an https receiver with (None: the
-    system's CAs).
+    system's CAs). ``settles`` False says no task waits on these deliveries (a pass-mode
+    stage): their attempts skip the ``settle`` hook, and its savepoint.
     """
 
     url: str
@@ -72,6 +73,7 @@ class Endpoint:
     timeout: float = 15.0
     policy: RetryPolicy | None = None
     ssl: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
+    settles: bool = True
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
@@ -188,6 +190,8 @@ class Dispatcher:
         self._workers: set[asyncio.Task[None]] = set()
         self._slots: dict[str, _Slot] = {}
         self._stage_urls: dict[tuple[str, str], str] = {}
+        # Stages whose endpoint, when last resolved, said nothing waits on their deliveries.
+        self._unsettled: set[tuple[str, str]] = set()
         self._global = asyncio.Semaphore(concurrency)
         # Finished attempts and unused claims, waiting for the next turn to record them.
         self._finished: deque[_Item] = deque()
@@ -346,7 +350,10 @@ class Dispatcher:
                     limit=limit,
                     exclude=self._held_back(now),
                 )
-                if len(claimed) < limit:
+                # Only when it claimed nothing: the attempts of what it claimed bring the
+                # next turn, which looks then (worst case, a retry falls due while all of
+                # them are still in flight and goes at the poll). Most turns claim something.
+                if not claimed:
                     due = await next_due_at(conn)
         return claimed, due
 
@@ -365,6 +372,9 @@ class Dispatcher:
             await disable_endpoints(conn, [stage], now=now, reason=reason)
 
     async def _settled(self, conn: AsyncConnection, results: list[AttemptResult]) -> None:
+        # A pass-mode stage has nothing to settle: skipping it saves a savepoint and the
+        # hook's reads in nearly every turn (most turns record pass-mode attempts only).
+        results = [r for r in results if (r.project_id, r.stage_id) not in self._unsettled]
         if self._settle is None or not results:
             return
         try:
@@ -436,7 +446,12 @@ class Dispatcher:
             broken = Outcome.failure("internal", f"resolving the stage: {type(endpoint).__name__}")
             self._put(_result(item, now, broken, self._decide(item, self._policy, broken)))
         else:
-            self._stage_urls[item.project_id, item.stage_id] = endpoint.url
+            stage = (item.project_id, item.stage_id)
+            self._stage_urls[stage] = endpoint.url
+            if endpoint.settles:
+                self._unsettled.discard(stage)
+            else:
+                self._unsettled.add(stage)
             self._enqueue(_Job(item, endpoint))
 
     # -- sending ----------------------------------------------------------------------------

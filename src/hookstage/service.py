@@ -96,7 +96,13 @@ def endpoint(settings: workflow.WebhookSettings, *, now: float | None = None) ->
     # tls_context keeps one context per bundle: stages resolve every turn, and the same
     # context lets the transport reuse its connections.
     trust = None if settings.ca_bundle is None else egress.tls_context(settings.ca_bundle)
-    return Endpoint(settings.url, signer, timeout=settings.timeout_ms / 1000, ssl=trust)
+    return Endpoint(
+        settings.url,
+        signer,
+        timeout=settings.timeout_ms / 1000,
+        ssl=trust,
+        settles=settings.mode == "gate",
+    )
 
 
 class _TokenMasked:

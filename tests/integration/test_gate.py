@@ -8,12 +8,13 @@ visibly failed, until a person re-sends it."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hookstage.circuit import CircuitPolicy
 from hookstage.dispatcher import Dispatcher, Endpoint
@@ -21,6 +22,7 @@ from hookstage.engine import Engine
 from hookstage.retry import RetryPolicy
 from hookstage.service import endpoint
 from hookstage.store import Store, open_store
+from hookstage.store.deliveries import AttemptResult
 from hookstage.store.tables import deliveries, tasks
 from tests.support.delivery import Receiver, receiving, until
 from tests.support.engine import SCHEMA, asset, stage
@@ -35,6 +37,7 @@ class Gate:
     hook: Receiver
     notify: Receiver
     dispatcher: Dispatcher | None = None
+    settled: list[str] = field(default_factory=list)  # the stage of each attempt settled
 
     async def project(self, *, failure_output: bool) -> str:
         gate_next = ["notify", "failed"] if failure_output else ["notify"]
@@ -53,6 +56,12 @@ class Gate:
         return made.id
 
     async def start(self) -> Dispatcher:
+        settled: list[str] = self.settled
+
+        async def settle(conn: AsyncConnection, results: Sequence[AttemptResult]) -> None:
+            settled.extend(r.stage_id or "?" for r in results)
+            await self.engine.settle_gates(conn, results)
+
         async def resolve(project_id: str, stage_id: str) -> Endpoint | None:
             settings = await self.engine.webhook_settings(project_id, stage_id)
             return None if settings is None else endpoint(settings)
@@ -61,7 +70,7 @@ class Gate:
             self.store,
             resolve=resolve,
             policy=QUICK,
-            settle=self.engine.settle_gates,
+            settle=settle,
             circuit=CircuitPolicy(failures=1000),
             poll_seconds=0.05,
         )
@@ -133,6 +142,17 @@ async def test_a_task_moves_on_only_in_the_transaction_that_records_the_2xx(gate
     task = await gate.engine.get_task(task_id)
     assert [h["stageId"] for h in task.stage_history] == ["Start", "gate", "notify"]
     assert task.work_stage_id == "Start"  # a gate passes the work on, as a pass Webhook does
+
+    # Only the gate's attempt was settled: nothing waits on a pass-mode stage's deliveries.
+    async def notified() -> bool:
+        async with gate.store.read() as conn:
+            state = await conn.scalar(
+                sa.select(deliveries.c.state).where(deliveries.c.stage_id == "notify")
+            )
+        return state == "delivered"
+
+    await until(notified)
+    assert gate.settled == ["gate"]
 
 
 async def test_exhausted_retries_take_the_failure_output(gate: Gate) -> None:
