@@ -57,7 +57,7 @@ _ABSENT = "not run: the module is not there yet"
 
 async def drain(quick: bool) -> Result:
     """bench_drain's baseline and dispatcher, in alternating rounds on fresh outboxes."""
-    rounds, count, concurrency = (1, 5000, 64) if quick else (2, 25_000, 64)
+    rounds, count, concurrency = (1, 5000, 64) if quick else (4, 15_000, 64)
     totals = {"baseline": [0.0, 0.0], "hookstage": [0.0, 0.0]}
     async with fast_receiver() as (url, receiver):
         for number in range(rounds):
