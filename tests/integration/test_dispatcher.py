@@ -286,6 +286,34 @@ async def test_a_black_holed_endpoint_does_not_block_a_healthy_one(
     assert {(await get(store, i)).state for i in stuck} == {"pending"}
 
 
+async def test_a_black_holes_claims_do_not_shrink_a_healthy_endpoints_share(
+    store: Store, receiver: Receiver, black_hole: BlackHole, start: Start
+) -> None:
+    # 12 claims in all (4 in flight + 2 batches), 6 per endpoint: the black hole fills its
+    # 6 (and one batch over). The healthy endpoint must still fill its own 6, not just
+    # what the black hole left of the 12.
+    receiver.gate = asyncio.Event()  # the healthy receiver holds its answers: claims pile up
+    await enqueue(store, 30, stage="stuck", due=time.time() - 60)  # due first
+    healthy = await enqueue(store, 30, stage="healthy")
+    dispatcher = await start(
+        {"stuck": hub(black_hole.url, timeout=3600), "healthy": hub(receiver.url)},
+        concurrency=4,
+        per_endpoint=2,
+        batch=4,
+        lease_seconds=7200,
+    )
+
+    async def both_full() -> bool:
+        endpoints = dispatcher.state()["endpoints"]
+        return all(
+            endpoints.get(url, {}).get("saturated") for url in (black_hole.url, receiver.url)
+        )
+
+    await until(both_full)
+    receiver.gate.set()
+    await until_state(store, healthy, "delivered")
+
+
 # --- the transport ----------------------------------------------------------------------------
 
 
