@@ -190,8 +190,6 @@ class Dispatcher:
         self._workers: set[asyncio.Task[None]] = set()
         self._slots: dict[str, _Slot] = {}
         self._stage_urls: dict[tuple[str, str], str] = {}
-        # Stages whose endpoint, when last resolved, said nothing waits on their deliveries.
-        self._unsettled: set[tuple[str, str]] = set()
         self._global = asyncio.Semaphore(concurrency)
         # Finished attempts and unused claims, waiting for the next turn to record them.
         self._finished: deque[_Item] = deque()
@@ -325,11 +323,13 @@ class Dispatcher:
 
     def _room(self) -> int:
         """How many more deliveries may be claimed. The claims a full endpoint holds do not
-        count: it is left out of the claims until it drains, so they are bounded by its own
-        allowance, and counting them would let one black hole shrink every other endpoint's
-        claims (measured: a healthy stage beside one went from 0.78x to 0.93x of its rate alone)."""
+        count against the others' room: it is left out of the claims until it drains, and
+        counting them let one black hole shrink every other endpoint's claims (measured: a
+        healthy stage beside one went from 0.78x to 0.93x of its rate alone). Twice the
+        capacity bounds them all, however many endpoints are full."""
+        outstanding = len(self._outstanding)
         full = sum(slot.backlog for slot in self._slots.values() if slot.backlog >= self._allowance)
-        return self._capacity - len(self._outstanding) + full
+        return min(self._capacity - outstanding + full, 2 * self._capacity - outstanding)
 
     def _until_probe(self, now: float) -> float:
         """Seconds until an open circuit lets its probe go (its stages are claimed again)."""
@@ -358,10 +358,7 @@ class Dispatcher:
                     limit=limit,
                     exclude=self._held_back(now),
                 )
-                # Only when it claimed nothing: the attempts of what it claimed bring the
-                # next turn, which looks then (worst case, a retry falls due while all of
-                # them are still in flight and goes at the poll). Most turns claim something.
-                if not claimed:
+                if len(claimed) < limit:
                     due = await next_due_at(conn)
         return claimed, due
 
@@ -382,7 +379,7 @@ class Dispatcher:
     async def _settled(self, conn: AsyncConnection, results: list[AttemptResult]) -> None:
         # A pass-mode stage has nothing to settle: skipping it saves a savepoint and the
         # hook's reads in nearly every turn (most turns record pass-mode attempts only).
-        results = [r for r in results if (r.project_id, r.stage_id) not in self._unsettled]
+        results = [r for r in results if r.settles]
         if self._settle is None or not results:
             return
         try:
@@ -454,12 +451,7 @@ class Dispatcher:
             broken = Outcome.failure("internal", f"resolving the stage: {type(endpoint).__name__}")
             self._put(_result(item, now, broken, self._decide(item, self._policy, broken)))
         else:
-            stage = (item.project_id, item.stage_id)
-            self._stage_urls[stage] = endpoint.url
-            if endpoint.settles:
-                self._unsettled.discard(stage)
-            else:
-                self._unsettled.add(stage)
+            self._stage_urls[item.project_id, item.stage_id] = endpoint.url
             self._enqueue(_Job(item, endpoint))
 
     # -- sending ----------------------------------------------------------------------------
@@ -517,7 +509,7 @@ class Dispatcher:
             raise
         decision = self._decide(claimed, endpoint.policy or self._policy, outcome)
         self._observe(claimed, endpoint, outcome, decision)
-        self._put(_result(claimed, started_at, outcome, decision))
+        self._put(_result(claimed, started_at, outcome, decision, settles=endpoint.settles))
 
     def _admit(self, job: _Job) -> bool:
         """Whether the job may be attempted now: its stage did not just answer 410, and its
@@ -623,7 +615,12 @@ def _lease_of(item: _Item) -> Lease:
 
 
 def _result(
-    claimed: Claimed, started_at: float, outcome: Outcome, decision: Decision
+    claimed: Claimed,
+    started_at: float,
+    outcome: Outcome,
+    decision: Decision,
+    *,
+    settles: bool = True,
 ) -> AttemptResult:
     answered = outcome.status is not None
     return AttemptResult(
@@ -639,6 +636,7 @@ def _result(
         project_id=claimed.project_id,
         stage_id=claimed.stage_id,
         task_id=claimed.task_id,
+        settles=settles,
     )
 
 

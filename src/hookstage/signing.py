@@ -26,6 +26,7 @@ import re
 import secrets as _random
 from collections.abc import Iterable, Sequence
 from enum import StrEnum
+from typing import Any
 
 __all__ = [
     "Body",
@@ -84,13 +85,15 @@ def standard_webhooks_headers(
     ``timestamp`` integer epoch seconds at send time. Raises TypeError/ValueError naming
     the bad argument; the message never contains a secret.
     """
+    data = _body(body)
+    ident = _msg_id(msg_id)
+    stamp = _timestamp(timestamp)
     keys = [
         _standard_key(secret, f"secrets[{i}]") for i, secret in enumerate(_secret_list(secrets))
     ]
     if not keys:
         raise ValueError("secrets: at least one Standard Webhooks secret is needed")
-    templates = [_template(key, "sha256") for key in keys]
-    return _standard_headers(templates, _msg_id(msg_id), _timestamp(timestamp), _body(body))
+    return _standard_headers([_template(key, "sha256") for key in keys], ident, stamp, data)
 
 
 def _standard_headers(
@@ -182,6 +185,10 @@ class Signer:
             out.update(bearer_headers(self._token))
         return out
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The keyed HMAC objects cannot be pickled or copied: rebuild from the configuration.
+        return (_signer, (tuple(self._schemes), self._secrets, self._token))
+
     def __repr__(self) -> str:
         names = ", ".join(sorted(self._schemes))
         token = ", token=<hidden>" if self._token is not None else ""
@@ -193,6 +200,10 @@ class Signer:
             raise ValueError(f"secrets: scheme(s) {', '.join(needing)} need at least one secret")
         if Scheme.BEARER in self._schemes and self._token is None:
             raise ValueError("token: scheme bearer needs a token")
+
+
+def _signer(schemes: tuple[Scheme, ...], secrets: tuple[str, ...], token: str | None) -> Signer:
+    return Signer(schemes, secrets=secrets, token=token)
 
 
 def _schemes(schemes: Iterable[Scheme | str]) -> frozenset[Scheme]:
@@ -227,10 +238,11 @@ def _secret_list(secrets: Sequence[str]) -> tuple[str, ...]:
     return tuple(secrets)
 
 
-# hashlib lets go of the GIL to hash 2048 bytes or more in one call. In the dispatcher the
-# store's SQLite thread always wants the GIL, and winning it back cost the event loop ~20 us
-# per delivery (measured on a 2 KB drain), ten times the hash itself. Pieces one byte short
-# keep the GIL, at ~0.1 us each.
+# hashlib lets go of the GIL to hash 2048 bytes or more in one call (CPython's
+# HASHLIB_GIL_MINSIZE). In the dispatcher the store's SQLite thread always wants the GIL, and
+# winning it back cost the event loop ~20 us per delivery (measured on a 2 KB drain), ten
+# times the hash itself. Pieces one byte short keep the GIL, at ~0.1 us each; only speed
+# depends on the size, never the signature.
 _PIECE = 2047
 
 

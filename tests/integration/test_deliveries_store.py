@@ -220,7 +220,12 @@ async def test_a_group_larger_than_one_insert_records_every_attempt(store: Store
         assert (detail.state, attempt.status_code, attempt.error_class) == expected
     async with store.read() as conn:
         stored = await conn.scalar(sa.select(sa.func.count()).select_from(attempts))
+        states = await outbox.counts(conn, "p1", "s0")
     assert stored == count
+    assert states["failed"] == 1  # d0000, to stage s0
+    every = [await _get(store, f"d{i:04}") for i in range(count)]
+    assert sum(d.state == "delivered" for d in every) == count // 2
+    assert sum(d.state == "failed" for d in every) == count - count // 2
 
 
 async def test_a_late_result_is_kept_but_does_not_move_a_delivery_claimed_again(

@@ -16,6 +16,7 @@ from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
 import hookstage
+from hookstage.circuit import CircuitPolicy
 from hookstage.dispatcher import Endpoint
 from hookstage.signing import Signer
 from hookstage.store import Store, open_store
@@ -312,6 +313,36 @@ async def test_a_black_holes_claims_do_not_shrink_a_healthy_endpoints_share(
     await until(both_full)
     receiver.gate.set()
     await until_state(store, healthy, "delivered")
+
+
+async def test_full_endpoints_together_hold_at_most_twice_the_claim_room(
+    store: Store, receiver: Receiver, black_hole: BlackHole, start: Start
+) -> None:
+    # Room: 1 in flight + 2 batches of 2 = 5; 3 per endpoint. Full endpoints' claims do not
+    # count against the others' room, but all of them together stay within twice the room,
+    # however many endpoints fill up (six here, up to 4 claims each).
+    stages = [f"hole{i}" for i in range(6)]
+    for i, stage in enumerate(stages):
+        await enqueue(store, 5, stage=stage, due=time.time() - 600 + 20 * i)
+    [last] = await enqueue(store, 1, stage="healthy")  # due after all of them
+    endpoints = {s: hub(f"{black_hole.url}?{s}", timeout=0.02) for s in stages}
+    dispatcher = await start(
+        {**endpoints, "healthy": hub(receiver.url)},
+        concurrency=1,
+        per_endpoint=1,
+        batch=2,
+        circuit=CircuitPolicy(failures=1000),
+    )
+    most = 0
+
+    async def healthy_delivered() -> bool:
+        nonlocal most
+        most = max(most, int(dispatcher.state()["claimed"]))
+        assert most <= 10
+        return receiver.ids() == [last]
+
+    await until(healthy_delivered)
+    assert most == 10  # the bound was reached, and held
 
 
 # --- the transport ----------------------------------------------------------------------------

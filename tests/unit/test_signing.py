@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import hmac
+import pickle
 import time
 from pathlib import Path
 from typing import Any
@@ -214,6 +216,14 @@ def test_signer_signs_bodies_of_any_size_as_the_receivers_check_them(size: int) 
         assert headers["X-Hub-Signature-256"] == "sha256=" + expected
         verify.verify_standard_webhooks(body, headers, [STANDARD_A], now=1_700_000_000)
     assert seed_check(b"k", body, hub_signature(b"k", body))
+
+
+def test_a_signer_survives_pickle_and_deepcopy() -> None:
+    signer = Signer(["hub", "standard", "bearer"], secrets=[STANDARD_A], token="tok")
+    headers = signer.headers(b"body", msg_id="dlv_1", timestamp=1_700_000_000)
+    for again in (pickle.loads(pickle.dumps(signer)), copy.deepcopy(signer)):
+        assert again.headers(b"body", msg_id="dlv_1", timestamp=1_700_000_000) == headers
+        assert "whsec_" not in repr(again)
 
 
 def test_signer_without_schemes_adds_nothing() -> None:

@@ -118,7 +118,8 @@ class AttemptResult:
     """How one claimed attempt ended, and what the retry policy made of it.
 
     ``project_id``, ``stage_id`` and ``task_id`` say where the delivery goes (a DISABLE
-    decision disables that stage's endpoint when they are given)."""
+    decision disables that stage's endpoint when they are given); ``settles`` False says
+    no task waits on it (its endpoint, as the attempt found it, is a pass-mode stage's)."""
 
     lease: Lease
     started_at: float
@@ -132,6 +133,7 @@ class AttemptResult:
     project_id: str | None = None
     stage_id: str | None = None
     task_id: str | None = None
+    settles: bool = True
 
 
 @dataclass(frozen=True)
@@ -370,34 +372,33 @@ async def record(conn: AsyncConnection, results: Sequence[AttemptResult]) -> Non
     dialect = conn.dialect.name
     attempts = [_attempt_row(result) for result in results]
     changes = [_delivery_change(result) for result in results]
-    if dialect != "sqlite":  # asyncpg sends every row in one pipeline already
+    if dialect != "sqlite":  # psycopg sends an executemany's rows in one pipeline already
         await conn.exec_driver_sql(_sql(_INSERT_ATTEMPT, dialect), attempts)
         await conn.exec_driver_sql(_sql(_RECORD, dialect), changes)
         return
     # Statements of many rows: sqlite3's executemany lets go of the GIL for each row, and
     # winning it back from the busy event loop each time made recording most of a turn's
     # wall time (measured: 7 ms to insert 200 attempts, 2 ms of it CPU).
-    for start in range(0, len(results), _ROWS_PER_STATEMENT):
-        stop = start + _ROWS_PER_STATEMENT
-        await _many_rows(conn, _SQLITE_INSERT_ATTEMPTS, attempts[start:stop])
-        await _many_rows(conn, _SQLITE_RECORD, changes[start:stop])
+    await _many_rows(conn, _SQLITE_INSERT_ATTEMPTS, attempts)
+    # One row per lease, the first, as executemany applied them: in one UPDATE ... FROM, two
+    # rows joining the same delivery would leave which one wins to SQLite.
+    firsts = {change[-3:]: change for change in reversed(changes)}
+    await _many_rows(conn, _SQLITE_RECORD, list(firsts.values()))
 
 
 async def _many_rows(conn: AsyncConnection, statement: str, rows: list[tuple[Any, ...]]) -> None:
-    width = len(rows[0])
-    marks = ", ".join([f"({', '.join('?' * width)})"] * len(rows))
-    values = tuple(value for row in rows for value in row)
-    await conn.exec_driver_sql(statement.format(rows=marks), values)
+    """``statement`` with its ``{rows}`` placeholder filled, in chunks of rows."""
+    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+        chunk = rows[start : start + _ROWS_PER_STATEMENT]
+        marks = ", ".join([f"({', '.join('?' * len(chunk[0]))})"] * len(chunk))
+        values = tuple(value for row in chunk for value in row)
+        await conn.exec_driver_sql(statement.format(rows=marks), values)
 
 
 # At most 9 values a row: well under SQLite's limit of 32,766 bound values a statement.
 _ROWS_PER_STATEMENT = 500
 
-_SQLITE_INSERT_ATTEMPTS = """
-INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, error_class,
-    error, response_headers, response_body)
-VALUES {rows}
-"""
+_SQLITE_INSERT_ATTEMPTS = _INSERT_ATTEMPT.partition("VALUES")[0] + "VALUES {rows}"
 
 # _RECORD for many rows at once (SQLite names a VALUES list's columns column1, column2...).
 # The plan looks each row up by id, as _RECORD does.
