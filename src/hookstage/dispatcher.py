@@ -121,7 +121,8 @@ class Dispatcher:
     bounds what one turn claims and what it records. A turn costs about as much wall time
     for 50 deliveries as for 500 (its commit, and waiting for the event loop between its
     statements), so a full batch is what lets a drain go faster than turns can go round;
-    under light load turns stay small. ``lease_seconds`` should exceed the longest endpoint timeout.
+    under light load turns stay small. ``lease_seconds`` should exceed the longest
+    endpoint timeout.
     ``resolve(project_id, stage_id)`` gives a stage's endpoint at send time (None: the
     stage is gone, and its deliveries fail). ``settle(conn, results)`` runs inside each
     transaction that records attempts (in a savepoint: if it fails, the attempts are still
@@ -325,8 +326,8 @@ class Dispatcher:
         """How many more deliveries may be claimed. The claims a full endpoint holds do not
         count against the others' room: it is left out of the claims until it drains, and
         counting them let one black hole shrink every other endpoint's claims (measured: a
-        healthy stage beside one went from 0.78x to 0.93x of its rate alone). Twice the
-        capacity bounds them all, however many endpoints are full."""
+        healthy stage beside one went from about 0.78x to about 0.9x of its rate alone).
+        Twice the capacity bounds them all, however many endpoints are full."""
         outstanding = len(self._outstanding)
         full = sum(slot.backlog for slot in self._slots.values() if slot.backlog >= self._allowance)
         return min(self._capacity - outstanding + full, 2 * self._capacity - outstanding)
