@@ -6,7 +6,6 @@ timeout, a 10 MB answer."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
@@ -38,6 +37,7 @@ from tests.support.delivery import (
     until_state,
 )
 from tests.support.dispatching import Start
+from tests.support.network import unanswered_port
 
 # Many quick attempts: a budget an outage of a second would burn many times over.
 PATIENT = RetryPolicy(schedule=(0, *(0.02,) * 7), jitter=0)
@@ -208,16 +208,7 @@ async def _ok(request: web.Request) -> web.Response:
 
 
 async def test_a_connect_timeout_has_its_own_error_class(store: Store, start: Start) -> None:
-    # A listener whose backlog is full: the handshake never completes.
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0)
-    port = listener.getsockname()[1]
-    fillers = [socket.socket() for _ in range(3)]
-    for filler in fillers:
-        filler.setblocking(False)
-        filler.connect_ex(("127.0.0.1", port))
-    try:
+    with unanswered_port() as port:
         [delivery_id] = await enqueue(store, 1)
         transport = HttpTransport(connect_timeout=0.2)
         await start({"hook": hub(f"http://127.0.0.1:{port}/hook", timeout=5)}, transport=transport)
@@ -226,10 +217,6 @@ async def test_a_connect_timeout_has_its_own_error_class(store: Store, start: St
         assert {a.error_class for a in log} == {"connect-timeout"}
         assert all(a.duration_ms < 2000 for a in log)  # the connect limit, not the total
         await transport.aclose()
-    finally:
-        for filler in fillers:
-            filler.close()
-        listener.close()
 
 
 async def test_a_10_mb_answer_is_delivered_and_its_first_64_kib_kept(

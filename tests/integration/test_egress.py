@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
-import ipaddress
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -18,10 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from hookstage import service
 from hookstage.demo import DEMO_SCHEMA, demo_assets, demo_workflow, labeled
@@ -30,6 +24,7 @@ from hookstage.engine import Submission
 from hookstage.pool import Resolver
 from hookstage.store.deliveries import AttemptInfo
 from hookstage.transport import HttpTransport, OutboundRequest, Outcome
+from tests.support import network
 
 WITHIN = 20.0
 SECRET = "egress-stage-secret-0123456789"
@@ -216,68 +211,10 @@ async def test_a_refused_address_is_recorded_as_an_attempt_and_nothing_arrives(
 # -- TLS -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Authority:
-    ca_pem: str
-    server: ssl.SSLContext
-
-
-def _authority(tmp_path: Path) -> Authority:
-    """A private CA and a certificate for 127.0.0.1 signed by it."""
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hookstage test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                crl_sign=True, encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
-        .sign(ca_key, hashes.SHA256())
-    )  # fmt: skip
-    key = ec.generate_private_key(ec.SECP256R1())
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )  # fmt: skip
-    cert_file, key_file = tmp_path / "server.pem", tmp_path / "server.key"
-    cert_file.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server.load_cert_chain(cert_file, key_file)
-    return Authority(ca.public_bytes(serialization.Encoding.PEM).decode(), server)
-
-
 async def test_a_stage_trusts_its_own_ca_bundle_and_verification_stays_on(
     tmp_path: Path,
 ) -> None:
-    authority = _authority(tmp_path)
+    authority = network.authority(tmp_path)
     async with receiving(authority.server) as receiver:
         # One URL for both stages: the trust is the stage's, not the URL's.
         trusted = demo_workflow(receiver.url + "/hook", SECRET)

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
-import ipaddress
 import socket
 import ssl
 import time
@@ -16,16 +14,14 @@ from dataclasses import dataclass, field
 import orjson
 import pytest
 import uvloop
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hookstage.egress import tls_context
 from hookstage.pool import Answer, Connection, Origin
 from hookstage.transport import MAX_RESPONSE_BODY, HttpTransport, OutboundRequest, Outcome
+from tests.support import network
+from tests.support.network import Authority, unanswered_port
 
 WITHIN = 5.0
 BODY = b'{"task": "t-1", "n": "\xc3\xa9"}'
@@ -493,21 +489,9 @@ async def test_connecting_fails_with_its_own_error_classes() -> None:
 
 
 async def test_a_connect_timeout_is_not_a_request_timeout() -> None:
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0)
-    port = listener.getsockname()[1]
-    fillers = [socket.socket() for _ in range(3)]
-    for filler in fillers:
-        filler.setblocking(False)
-        filler.connect_ex(("127.0.0.1", port))
-    try:
+    with unanswered_port() as port:
         async with transport(connect_timeout=0.2) as http:
             outcome = await post(http, f"http://127.0.0.1:{port}/", timeout=5)
-    finally:
-        for filler in fillers:
-            filler.close()
-        listener.close()
     assert (outcome.error_class, outcome.error) == (
         "connect-timeout",
         "no connection within the connect timeout",
@@ -557,68 +541,9 @@ async def test_a_cancelled_send_closes_its_connection_and_frees_its_place() -> N
 # --- TLS --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Authority:
-    ca_pem: str
-    server: ssl.SSLContext
-
-
-def _name(text: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
-
-
-def _authority(tmp: str) -> Authority:
-    """A private CA, and a server context with a certificate for 127.0.0.1 it signed."""
-    now = dt.datetime.now(dt.UTC)
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-
-    def certificate(subject: str, public: ec.EllipticCurvePublicKey) -> x509.CertificateBuilder:
-        return (
-            x509.CertificateBuilder()
-            .subject_name(_name(subject))
-            .issuer_name(_name("transport test CA"))
-            .public_key(public)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
-        )
-
-    ca = (
-        certificate("transport test CA", ca_key.public_key())
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    leaf = (
-        certificate("127.0.0.1", key.public_key())
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    cert_file, key_file = f"{tmp}/server.pem", f"{tmp}/server.key"
-    with open(cert_file, "wb") as out:
-        out.write(leaf.public_bytes(serialization.Encoding.PEM))
-    with open(key_file, "wb") as out:
-        out.write(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server.load_cert_chain(cert_file, key_file)
-    return Authority(ca.public_bytes(serialization.Encoding.PEM).decode(), server)
-
-
 @pytest.fixture(scope="module")
 def authority(tmp_path_factory: pytest.TempPathFactory) -> Authority:
-    return _authority(str(tmp_path_factory.mktemp("ca")))
+    return network.authority(tmp_path_factory.mktemp("ca"))
 
 
 @contextlib.asynccontextmanager
