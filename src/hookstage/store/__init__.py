@@ -103,7 +103,7 @@ class Store:
     _writer: asyncio.Lock | None = field(default=None, repr=False)
     # The engine with the read options set once (setting them per read cost a round of
     # SQLAlchemy's machinery each time); it shares the engine's pool.
-    _reader: AsyncEngine | None = field(default=None, repr=False)
+    _reader: AsyncEngine = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.dialect == "sqlite":
@@ -145,7 +145,7 @@ class Store:
 
     @asynccontextmanager
     async def _begin(self, *, read_only: bool = False) -> AsyncIterator[AsyncConnection]:
-        engine = self._reader if read_only and self._reader is not None else self.engine
+        engine = self._reader if read_only else self.engine
         try:
             async with engine.connect() as conn, conn.begin():
                 yield conn

@@ -100,8 +100,8 @@ deliveries = sa.Table(
     sa.Column("redelivery_of", sa.String(40), nullable=True),
     # The claim's scan, oldest due first. project_id and stage_id let it step over the rows
     # of held-back endpoints (full queue, open circuit: often the oldest due) in the index
-    # alone, without reading each row (measured: a healthy stage beside 2,000 black-holed
-    # deliveries went from 0.91x to 1.03x of its rate alone).
+    # alone, without reading each row (measured: a claim beside 2,000 black-holed deliveries
+    # no longer reads their rows; docs/benchmarks.md, isolation, has the numbers).
     sa.Index("ix_deliveries_state_due", "state", "due_at", "project_id", "stage_id"),
     sa.Index("ix_deliveries_stage", "project_id", "stage_id", "created_at"),
     sa.Index("ix_deliveries_task", "task_id", "created_at"),
