@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -1053,12 +1054,25 @@ def _parse_asset(index: int, item: Any, problems: list[tuple[str, str]]) -> _Ass
     metadata = _field(item, "metadata", dict, where, problems) or {}
     dataset = _field(item, "dataset", list, where, problems) or []
     if len(problems) == before:
+        for key, value in (("metadata", metadata), ("contextData", context), ("dataset", dataset)):
+            problems.extend(_unsendable(f"{where}.{key}", value))
+    if len(problems) == before:
         problems.extend(
             (f"{where}.{p}", m) for p, m in _format_problems({"metadata": metadata}, "")
         )
     if len(problems) > before:
         return None
     return _Asset(index, external_id, data_url, dataset, metadata, batch_names, context)
+
+
+def _unsendable(path: str, value: Any) -> list[tuple[str, str]]:
+    """What a webhook's JSON cannot carry in ``value`` (an integer beyond 64 bits): taken, it
+    would fail every delivery of the task, and read back it would not be the same number."""
+    try:
+        orjson.dumps(value)
+    except orjson.JSONEncodeError as exc:
+        return [(path, f"cannot be sent in a webhook's JSON: {exc}")]
+    return []
 
 
 def _field(

@@ -303,6 +303,27 @@ async def test_a_batch_named_twice_in_one_asset_is_refused(world: World) -> None
 
 
 @pytest.mark.parametrize(
+    ("extra", "path"),
+    [
+        ({"contextData": {"ids": [1, 2**64]}}, "[1].contextData"),
+        ({"dataset": [-(2**63) - 1]}, "[1].dataset"),
+        ({"metadata": {"width": 10**30}}, "[1].metadata"),
+    ],
+)
+async def test_an_integer_no_webhook_can_carry_is_refused_at_import(
+    world: World, extra: dict[str, Any], path: str
+) -> None:
+    # Taken, it would fail every delivery of its task (orjson renders 64-bit integers).
+    project = await world.project()
+    with pytest.raises(Invalid) as refused:
+        await world.engine.import_assets(project.id, [asset(0), asset(1, **extra)])
+    [(where, message)] = refused.value.problems
+    assert where == path
+    assert "64-bit" in message
+    assert await world.counts() == (0, 0, 0)
+
+
+@pytest.mark.parametrize(
     ("metadata", "path"),
     [({"width": "wide"}, "[1].metadata.width"), ({"frameTotal": 2.5}, "[1].metadata.frameTotal")],
 )

@@ -8,11 +8,12 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from hookstage.store import Duplicate, Store, open_store
+from hookstage.store import Duplicate, Store, driver, execute_later, open_store
 from hookstage.store.tables import api_keys
 
 
@@ -76,3 +77,92 @@ async def test_a_writer_waits_for_another_process_s_lock(
     other.close()
     async with sqlite_store.read() as conn:
         assert (await conn.execute(sa.select(sa.func.count()).select_from(api_keys))).scalar() == 1
+
+
+_INSERT_KEY = "INSERT INTO api_keys (id, name, key_hash, role, created_at) VALUES (?, ?, ?, ?, ?)"
+
+
+def _key_row(n: int) -> tuple[object, ...]:
+    key = _key(n)
+    return (key["id"], key["name"], key["key_hash"], key["role"], n)
+
+
+async def _key_ids(store: Store) -> list[str]:
+    async with store.read() as conn:
+        return list((await conn.execute(sa.select(api_keys.c.id))).scalars().all())
+
+
+async def test_a_later_write_is_seen_by_the_next_statement_and_kept(sqlite_store: Store) -> None:
+    async with sqlite_store.transaction() as conn:
+        await execute_later(conn, _INSERT_KEY, _key_row(1))
+        await execute_later(conn, _INSERT_KEY, [_key_row(2), _key_row(3)])
+        seen = (await conn.execute(sa.select(api_keys.c.id))).scalars().all()
+        await execute_later(conn, _INSERT_KEY, _key_row(4))  # only the commit follows it
+    assert sorted(seen) == ["k1", "k2", "k3"]
+    assert sorted(await _key_ids(sqlite_store)) == ["k1", "k2", "k3", "k4"]
+
+
+async def test_a_later_write_that_fails_fails_its_whole_transaction(sqlite_store: Store) -> None:
+    async with sqlite_store.transaction() as conn:
+        await conn.execute(api_keys.insert().values(**_key(1), created_at=1))
+
+    async def both() -> None:
+        async with sqlite_store.transaction() as conn:
+            await conn.execute(api_keys.insert().values(**_key(2), created_at=2))
+            await execute_later(conn, _INSERT_KEY, _key_row(1))  # raised by the commit
+
+    with pytest.raises(Duplicate):
+        await both()
+    for _ in range(10):  # every pooled connection works on
+        assert await _key_ids(sqlite_store) == ["k1"]
+
+
+async def test_a_transaction_that_fails_before_its_later_writes_run_drops_them(
+    sqlite_store: Store,
+) -> None:
+
+    async def abandoned() -> None:
+        async with sqlite_store.transaction() as conn:
+            await execute_later(conn, _INSERT_KEY, _key_row(1))
+            raise RuntimeError("the use case changed its mind")
+
+    with pytest.raises(RuntimeError):
+        await abandoned()
+    async with sqlite_store.transaction() as conn:
+        await execute_later(conn, _INSERT_KEY, _key_row(2))
+    assert await _key_ids(sqlite_store) == ["k2"]
+
+
+async def test_begin_and_later_writes_share_the_next_statement_s_trip(
+    sqlite_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trips: list[str] = []
+    execute = driver.Connection._execute
+
+    def counted(self: driver.Connection, function: Any, *args: Any, **kwargs: Any) -> Any:
+        trips.append(getattr(function, "__name__", "?"))
+        return execute(self, function, *args, **kwargs)  # type: ignore[no-untyped-call]
+
+    monkeypatch.setattr(driver.Connection, "_execute", counted)
+    async with sqlite_store.transaction():
+        pass  # nothing run: nothing sent, not even the BEGIN
+    assert trips == []
+    async with sqlite_store.transaction() as conn:
+        await execute_later(conn, _INSERT_KEY, _key_row(1))
+        await conn.execute(sa.select(api_keys.c.id))
+        await execute_later(conn, _INSERT_KEY, _key_row(2))
+    assert trips == ["_run", "_commit"]
+    assert sorted(await _key_ids(sqlite_store)) == ["k1", "k2"]
+
+
+async def test_json_columns_come_back_as_written_even_where_orjson_refuses_the_text(
+    sqlite_store: Store,
+) -> None:
+    # Columns are read with orjson for speed, and with json where it refuses the text.
+    table = sa.Table("values_", sa.MetaData(), sa.Column("v", sa.JSON))
+    written = [{"plain": [1, 2.5, "é"]}, {"lone": "\ud800"}, {"far": float("inf")}]
+    async with sqlite_store.transaction() as conn:
+        await conn.run_sync(table.metadata.create_all)
+        await conn.execute(table.insert(), [{"v": v} for v in written])
+    async with sqlite_store.read() as conn:
+        assert (await conn.execute(sa.select(table.c.v))).scalars().all() == written

@@ -12,12 +12,14 @@ unique key gets `Duplicate`.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
@@ -30,6 +32,7 @@ __all__ = [
     "Store",
     "StoreError",
     "database_url",
+    "execute_later",
     "guard_project",
     "insert_missing",
     "open_store",
@@ -75,17 +78,11 @@ def _sqlite_begin(conn: sa.Connection) -> None:
     # failing with "database is locked" when a read transaction tries to upgrade. Reads
     # begin DEFERRED: in WAL mode they never wait for a writer.
     read_only = conn.get_execution_options().get(_READ_ONLY, False)
-    statement = "BEGIN" if read_only else "BEGIN IMMEDIATE"
-    # Straight to the driver: SQLAlchemy's statement machinery cost more than the BEGIN. Its
-    # errors ("database is locked") are translated as SQLAlchemy would have.
-    errors = conn.dialect.loaded_dbapi.Error
-    cursor = conn.connection.cursor()
-    try:
-        cursor.execute(statement)
-    except errors as exc:
-        raise sa.exc.DBAPIError.instance(statement, None, exc, errors) from exc
-    finally:
-        cursor.close()
+    # Sent with the transaction's first statement, in its trip: a BEGIN of its own cost a
+    # trip to the database's thread per transaction. An error it meets ("database is
+    # locked") is that statement's.
+    raw = cast(driver.Connection, conn.connection.driver_connection)  # _create_engine's own
+    raw.defer("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 _READ_ONLY = "hookstage_read_only"
@@ -176,6 +173,19 @@ def _is_duplicate(exc: sa.exc.IntegrityError) -> bool:
     return name in {"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"}
 
 
+async def execute_later(conn: AsyncConnection, statement: str, parameters: Any) -> None:
+    """Run ``statement`` (in the driver's paramstyle; with a list of parameter rows, once per
+    row), a write whose outcome nobody reads. On SQLite it goes with the transaction's next
+    trip to the database's thread (its next statement, or its commit), and an error it meets
+    is raised there, in the same transaction; on PostgreSQL it runs now."""
+    assert conn.sync_connection is not None, "execute_later needs a connection in use"
+    raw = conn.sync_connection.connection.driver_connection
+    if isinstance(raw, driver.Connection):
+        raw.defer(statement, parameters, many=isinstance(parameters, list))
+    else:
+        await conn.exec_driver_sql(statement, parameters)
+
+
 async def insert_missing(
     conn: AsyncConnection, table: sa.Table, rows: list[dict[str, Any]]
 ) -> None:
@@ -233,6 +243,13 @@ async def open_store(
     return store
 
 
+def _json_loads(text: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 def _create_engine(url: str, pool_size: int | None) -> AsyncEngine:
     if url.startswith("sqlite"):
         size = pool_size or 8
@@ -243,7 +260,13 @@ def _create_engine(url: str, pool_size: int | None) -> AsyncEngine:
             return await driver.connect(str(args[0]), **kwargs)
 
         # The URL's own arguments, through a driver that makes one trip per statement.
-        engine = create_async_engine(url, pool_size=size, max_overflow=size, async_creator=connect)
+        engine = create_async_engine(
+            url,
+            pool_size=size,
+            max_overflow=size,
+            async_creator=connect,
+            json_deserializer=_json_loads,
+        )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine

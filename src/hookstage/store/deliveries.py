@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hookstage.retry import Decision, Verdict
+from hookstage.store import execute_later
 from hookstage.store.notify import announce
 from hookstage.store.tables import attempts, deliveries, delivery_bodies, tasks
 
@@ -204,7 +205,8 @@ async def enqueue(conn: AsyncConnection, items: Sequence[NewDelivery]) -> None:
     if not items:
         return
     dialect = conn.dialect.name
-    await conn.exec_driver_sql(
+    await execute_later(
+        conn,
         _sql(_INSERT_DELIVERY, dialect),
         [
             (
@@ -220,8 +222,8 @@ async def enqueue(conn: AsyncConnection, items: Sequence[NewDelivery]) -> None:
             for item in items
         ],
     )
-    await conn.exec_driver_sql(
-        _sql(_INSERT_BODY, dialect), [(item.id, bytes(item.body)) for item in items]
+    await execute_later(
+        conn, _sql(_INSERT_BODY, dialect), [(item.id, bytes(item.body)) for item in items]
     )
     await announce(conn)
 
@@ -392,7 +394,7 @@ async def _many_rows(conn: AsyncConnection, statement: str, rows: list[tuple[Any
         chunk = rows[start : start + _ROWS_PER_STATEMENT]
         marks = ", ".join([f"({', '.join('?' * len(chunk[0]))})"] * len(chunk))
         values = tuple(value for row in chunk for value in row)
-        await conn.exec_driver_sql(statement.format(rows=marks), values)
+        await execute_later(conn, statement.format(rows=marks), values)
 
 
 # At most 9 values a row: well under SQLite's limit of 32,766 bound values a statement.

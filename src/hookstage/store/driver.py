@@ -9,6 +9,12 @@ hands back rows, description, rowcount and whether a transaction is open; the cu
 holds reads them from memory. A rollback with no transaction open (the pool's reset of a
 connection coming back after its commit) makes no trip at all.
 
+Statements whose outcome nobody reads (a transaction's BEGIN, an insert whose rows are not
+returned) may be deferred: they run on the thread, in order, just before the next statement
+or the commit, in the same trip. An error one of them meets is raised by that statement or
+commit, inside the same transaction; a transaction that ends before any trip (nothing run,
+or a rollback) sends nothing at all.
+
 Semantics are sqlite3's: the same SQL runs on the same thread in the same order, errors are
 sqlite3's own exceptions (SQLAlchemy translates them as it does aiosqlite's).
 """
@@ -37,8 +43,38 @@ class _Outcome:
     in_transaction: bool
 
 
-def _run(raw: sqlite3.Connection, sql: str, parameters: Any, *, many: bool = False) -> _Outcome:
-    """On the connection's thread: the whole statement, its rows read and its cursor closed."""
+@dataclass(frozen=True)
+class _Deferred:
+    sql: str
+    parameters: Any
+    many: bool
+
+
+def _run_deferred(raw: sqlite3.Connection, deferred: list[_Deferred]) -> None:
+    for statement in deferred:
+        if statement.many:
+            raw.executemany(statement.sql, statement.parameters).close()
+        else:
+            raw.execute(statement.sql, statement.parameters).close()
+
+
+def _commit(raw: sqlite3.Connection, deferred: list[_Deferred]) -> None:
+    _run_deferred(raw, deferred)
+    raw.commit()
+
+
+def _run(
+    raw: sqlite3.Connection,
+    sql: str,
+    parameters: Any,
+    *,
+    many: bool = False,
+    deferred: list[_Deferred] | None = None,
+) -> _Outcome:
+    """On the connection's thread: the deferred statements, then the whole statement, its
+    rows read and its cursor closed."""
+    if deferred:
+        _run_deferred(raw, deferred)
     cursor = raw.cursor()
     try:
         if many:
@@ -105,27 +141,49 @@ class Connection(aiosqlite.Connection):
 
     _open: bool | None = None
 
+    def __init__(self, connector: Callable[[], sqlite3.Connection], iter_chunk_size: int) -> None:
+        super().__init__(connector, iter_chunk_size)
+        # Statements to run before the next one, in the same trip (see the module's docstring).
+        self._deferred: list[_Deferred] = []
+
     def cursor(self) -> Cursor:  # type: ignore[override]  # no trip: the cursor is in memory
         return Cursor(self)
 
+    def defer(self, sql: str, parameters: Any = (), *, many: bool = False) -> None:
+        """Run ``sql`` just before the next statement or the commit, in the same trip."""
+        self._deferred.append(_Deferred(sql, parameters, many))
+
+    def _take_deferred(self) -> list[_Deferred]:
+        deferred, self._deferred = self._deferred, []
+        return deferred
+
     async def run(self, function: Callable[..., _Outcome], *args: Any, **kwargs: Any) -> _Outcome:
+        deferred = self._take_deferred()
         self._open = None
-        call = self._execute(function, self._conn, *args, **kwargs)  # type: ignore[no-untyped-call]
+        call = self._execute(function, self._conn, *args, deferred=deferred, **kwargs)  # type: ignore[no-untyped-call]
         outcome: _Outcome = await call
         self._open = outcome.in_transaction
         return outcome
 
     async def commit(self) -> None:
+        deferred = self._take_deferred()
+        if self._open is False and all(_is_begin(d.sql) for d in deferred):
+            return  # nothing was run since the last commit: nothing to make durable
         self._open = None
-        await super().commit()
+        await self._execute(_commit, self._conn, deferred)  # type: ignore[no-untyped-call]
         self._open = False
 
     async def rollback(self) -> None:
+        self._deferred.clear()  # never run: nothing of them to undo
         if self._open is False:
             return  # nothing to undo: the trip would only cost time
         self._open = None
         await super().rollback()
         self._open = False
+
+
+def _is_begin(sql: str) -> bool:
+    return sql.startswith("BEGIN")
 
 
 async def connect(database: str, **kwargs: Any) -> Connection:
