@@ -501,6 +501,27 @@ async def test_calls_without_a_valid_key_are_refused(api: Api) -> None:
     assert ango.is_success
 
 
+async def test_keys_are_read_the_three_ways_openapi_shows(api: Api) -> None:
+    anonymous = api.anonymous
+    schema = (await anonymous.get("/openapi.json")).json()
+    assert set(schema["components"]["securitySchemes"]) == {"Bearer", "X-API-Key", "apikey"}
+    ways = [{"Bearer": []}, {"X-API-Key": []}, {"apikey": []}]
+    paths = schema["paths"]
+    keyed = [op for path, ops in paths.items() if path != "/healthz" for op in ops.values()]
+    assert len(keyed) > 20
+    assert all(op["security"] == ways for op in keyed)
+    assert "security" not in paths["/healthz"]["get"]
+    key = await api.key("read-only")
+    for headers, status in [
+        ({"Authorization": f"bearer {key}"}, 200),  # the scheme word in any case
+        ({"Authorization": f"Basic {key}"}, 401),  # not a bearer credential: no key
+        ({"Authorization": "Basic x", "X-API-Key": key}, 200),
+        ({"Authorization": "Bearer", "apikey": key}, 200),
+    ]:
+        response = await anonymous.get("/api/projects", headers=headers)
+        assert response.status_code == status, headers
+
+
 async def test_each_role_gets_only_its_calls(api: Api) -> None:
     project = await api.project()
     [task_id, other] = await api.imported(project["id"], 2)

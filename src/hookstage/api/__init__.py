@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from hookstage import __version__
 from hookstage.api import (
     assets,
+    auth,
     deliveries,
     errors,
     keys,
@@ -52,8 +53,9 @@ def create_app(
     app.state.metrics = dispatcher_metrics
     errors.install(app)
     app.add_middleware(limits.BodyLimit, limit=max_body)
-    for module in (projects, assets, tasks, deliveries, keys, metrics, workers):
-        app.include_router(module.router)
+    routers = [m.router for m in (projects, assets, tasks, deliveries, keys, metrics, workers)]
+    for router in routers:
+        app.include_router(router)
 
     @app.get("/healthz", tags=["health"], summary="Liveness, without a key")
     async def healthz() -> JSONResponse:
@@ -67,4 +69,12 @@ def create_app(
         return JSONResponse(health)
 
     mount_dashboard(app, engine, dispatcher_state=dispatcher_state)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            routes = [route for router in routers for route in router.routes]
+            auth.document(FastAPI.openapi(app), routes)  # in place: FastAPI keeps it
+        return app.openapi_schema  # type: ignore[return-value]  # set just above
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
