@@ -27,6 +27,7 @@ from hookstage.retry import Verdict
 from hookstage.store import Duplicate, Store, guard_project, insert_missing
 from hookstage.store import deliveries as outbox
 from hookstage.store import endpoints as endpoint_store
+from hookstage.store import tasks as task_rows
 from hookstage.store import workers as processes
 from hookstage.store.tables import api_keys, batches, projects, task_batches, tasks
 
@@ -1223,22 +1224,8 @@ def _key_from_row(row: sa.RowMapping) -> ApiKey:
 
 # The statements of every step, built once: building one (and its cache key) on each call cost
 # more than running it. Values are bound at execution.
-_TASK_COLUMNS = tuple(column.name for column in tasks.c)
-_TASK_BY_ID = (
-    sa.select(
-        tasks,
-        projects.c.updated_at.label("project_stamp"),
-        sa.exists().where(task_batches.c.task_id == tasks.c.id).label("batched"),
-    )
-    .join_from(tasks, projects, projects.c.id == tasks.c.project_id)
-    .where(tasks.c.id == sa.bindparam("task_id"))
-)
 _PROJECT_STAMP = sa.select(projects.c.updated_at).where(projects.c.id == sa.bindparam("project_id"))
 _PROJECT_BY_ID = projects.select().where(projects.c.id == sa.bindparam("project_id"))
-# The SET clause is the task's values given at execution (see `_task_values`).
-_UPDATE_TASK = tasks.update().where(
-    tasks.c.id == sa.bindparam("b_id"), tasks.c.version == sa.bindparam("b_version")
-)
 _KEY_BY_HASH = api_keys.select().where(api_keys.c.key_hash == sa.bindparam("key_hash"))
 
 
@@ -1296,27 +1283,16 @@ async def _load_task(conn: AsyncConnection, task_id: str) -> Task:
 
 async def _load_task_stamped(conn: AsyncConnection, task_id: str) -> tuple[Task, float]:
     """The task and its project's `updated_at`; its batches are read only if it has any."""
-    row = (await conn.execute(_TASK_BY_ID, {"task_id": _text(task_id)})).one_or_none()
-    if row is None:
+    found = await task_rows.load(conn, _text(task_id))
+    if found is None:
         raise NotFound(f"task {task_id!r} not found")
-    *values, stamp, batched = row
-    task = dict(zip(_TASK_COLUMNS, values, strict=True))
+    task, stamp, batched = found
     links = await _batches_of(conn, [task["id"]]) if batched else {}
     return Task(**task, batches=links.get(task["id"], [])), stamp
 
 
 def _task_values(task: Task) -> dict[str, Any]:
-    return {
-        "stage_id": task.stage_id,
-        "work_stage_id": task.work_stage_id,
-        "annotations": task.annotations,
-        "stage_history": task.stage_history,
-        "updated_at": task.updated_at,
-        "updated_by": task.updated_by,
-        "total_duration": task.total_duration,
-        "entered_at": task.entered_at,
-        "version": task.version,
-    }
+    return {name: getattr(task, name) for name in task_rows.WRITTEN}
 
 
 async def _insert_task(conn: AsyncConnection, task: Task) -> None:
@@ -1345,10 +1321,15 @@ async def _insert_task(conn: AsyncConnection, task: Task) -> None:
 
 
 async def _update_task(conn: AsyncConnection, task: Task, *, expected_version: int) -> None:
-    values = {"b_id": task.id, "b_version": expected_version, **_task_values(task)}
-    done = await conn.execute(_UPDATE_TASK, values)
-    if done.rowcount != 1:
-        raise Conflict(f"task {task.id} was changed by someone else meanwhile: read it again")
+    await task_rows.update(
+        conn,
+        task.id,
+        _task_values(task),
+        expected_version=expected_version,
+        otherwise=lambda: Conflict(
+            f"task {task.id} was changed by someone else meanwhile: read it again"
+        ),
+    )
 
 
 async def _existing_external_ids(

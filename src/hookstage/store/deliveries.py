@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hookstage.retry import Decision, Verdict
-from hookstage.store import execute_later
+from hookstage.store import execute_later, fetch, sql_for
 from hookstage.store.notify import announce
 from hookstage.store.tables import attempts, deliveries, delivery_bodies, tasks
 
@@ -207,7 +207,7 @@ async def enqueue(conn: AsyncConnection, items: Sequence[NewDelivery]) -> None:
     dialect = conn.dialect.name
     await execute_later(
         conn,
-        _sql(_INSERT_DELIVERY, dialect),
+        sql_for(_INSERT_DELIVERY, dialect),
         [
             (
                 item.id,
@@ -223,7 +223,7 @@ async def enqueue(conn: AsyncConnection, items: Sequence[NewDelivery]) -> None:
         ],
     )
     await execute_later(
-        conn, _sql(_INSERT_BODY, dialect), [(item.id, bytes(item.body)) for item in items]
+        conn, sql_for(_INSERT_BODY, dialect), [(item.id, bytes(item.body)) for item in items]
     )
     await announce(conn)
 
@@ -250,8 +250,8 @@ async def claim(
     statement = _claim_sql(dialect, len(exclude))
     parameters = (until, until, worker, now, *pairs, limit)
     # Plain tuples: a Row's attribute lookups cost more than the rest of the claim, per row.
-    found = await conn.exec_driver_sql(statement, parameters)
-    rows = cast("Sequence[tuple[str, str, str, str, str, int, float, bytes]]", found.all())
+    found = await fetch(conn, statement, parameters)
+    rows = cast("Sequence[tuple[str, str, str, str, str, int, float, bytes]]", found)
     return [
         Claimed(
             id=delivery_id,
@@ -339,13 +339,6 @@ UPDATE deliveries SET due_at = ?, lease_until = NULL, leased_by = NULL, attempts
 WHERE id = ? AND leased_by = ? AND attempts = ? AND state = 'pending'
 """
 
-_JSON_PARAMETER = {"postgresql": "CAST(? AS JSON)"}
-
-
-def _driver(statement: str, dialect: str) -> str:
-    """``statement`` (placeholders "?") in the paramstyle of the dialect's driver."""
-    return statement.replace("?", "%s") if dialect == "postgresql" else statement
-
 
 @functools.cache
 def _claim_sql(dialect: str, excluded: int) -> str:
@@ -354,13 +347,7 @@ def _claim_sql(dialect: str, excluded: int) -> str:
         values = ", ".join(["(?, ?)"] * excluded)
         exclude = f"\n    AND (candidate.project_id, candidate.stage_id) NOT IN (VALUES {values})"
     lock = " FOR UPDATE SKIP LOCKED" if dialect == "postgresql" else ""
-    return _driver(_CLAIM.format(exclude=exclude, lock=lock), dialect)
-
-
-@functools.cache
-def _sql(statement: str, dialect: str) -> str:
-    json = _JSON_PARAMETER.get(dialect, "?")
-    return _driver(statement.replace("{json}", json), dialect)
+    return sql_for(_CLAIM.format(exclude=exclude, lock=lock), dialect)
 
 
 async def record(conn: AsyncConnection, results: Sequence[AttemptResult]) -> None:
@@ -375,8 +362,8 @@ async def record(conn: AsyncConnection, results: Sequence[AttemptResult]) -> Non
     attempts = [_attempt_row(result) for result in results]
     changes = [_delivery_change(result) for result in results]
     if dialect != "sqlite":  # psycopg sends an executemany's rows in one pipeline already
-        await conn.exec_driver_sql(_sql(_INSERT_ATTEMPT, dialect), attempts)
-        await conn.exec_driver_sql(_sql(_RECORD, dialect), changes)
+        await conn.exec_driver_sql(sql_for(_INSERT_ATTEMPT, dialect), attempts)
+        await conn.exec_driver_sql(sql_for(_RECORD, dialect), changes)
         return
     # Statements of many rows: sqlite3's executemany lets go of the GIL for each row, and
     # winning it back from the busy event loop each time made recording most of a turn's
@@ -461,7 +448,7 @@ async def release(conn: AsyncConnection, leases: Sequence[Lease], *, now: float)
     if not leases:
         return 0
     rows = [(now, x.delivery_id, x.worker, x.number) for x in leases]
-    result = await conn.exec_driver_sql(_sql(_RELEASE, conn.dialect.name), rows)
+    result = await conn.exec_driver_sql(sql_for(_RELEASE, conn.dialect.name), rows)
     return max(result.rowcount, 0)
 
 
@@ -508,9 +495,11 @@ def _again(*, only_failed: bool = False) -> sa.Update:
 
 async def next_due_at(conn: AsyncConnection) -> float | None:
     """When the earliest pending delivery (or lease expiry) is due; None if none pends."""
-    statement = sa.select(sa.func.min(deliveries.c.due_at)).where(deliveries.c.state == PENDING)
-    value = (await conn.execute(statement)).scalar_one_or_none()
+    [(value,)] = await fetch(conn, sql_for(_NEXT_DUE, conn.dialect.name), ())
     return None if value is None else float(value)
+
+
+_NEXT_DUE = "SELECT min(due_at) FROM deliveries WHERE state = 'pending'"
 
 
 async def list_deliveries(

@@ -48,14 +48,19 @@ class _Deferred:
     sql: str
     parameters: Any
     many: bool
+    # Called with the rows the statement changed, on the connection's thread; it raises to
+    # fail the statement (and so the transaction).
+    check: Callable[[int], None] | None = None
 
 
 def _run_deferred(raw: sqlite3.Connection, deferred: list[_Deferred]) -> None:
     for statement in deferred:
-        if statement.many:
-            raw.executemany(statement.sql, statement.parameters).close()
-        else:
-            raw.execute(statement.sql, statement.parameters).close()
+        run = raw.executemany if statement.many else raw.execute
+        cursor = run(statement.sql, statement.parameters)
+        changed = cursor.rowcount
+        cursor.close()
+        if statement.check is not None:
+            statement.check(changed)
 
 
 def _commit(raw: sqlite3.Connection, deferred: list[_Deferred]) -> None:
@@ -149,9 +154,21 @@ class Connection(aiosqlite.Connection):
     def cursor(self) -> Cursor:  # type: ignore[override]  # no trip: the cursor is in memory
         return Cursor(self)
 
-    def defer(self, sql: str, parameters: Any = (), *, many: bool = False) -> None:
-        """Run ``sql`` just before the next statement or the commit, in the same trip."""
-        self._deferred.append(_Deferred(sql, parameters, many))
+    def defer(
+        self,
+        sql: str,
+        parameters: Any = (),
+        *,
+        many: bool = False,
+        check: Callable[[int], None] | None = None,
+    ) -> None:
+        """Run ``sql`` just before the next statement or the commit, in the same trip;
+        ``check`` is called there with the rows it changed, and may raise."""
+        self._deferred.append(_Deferred(sql, parameters, many, check))
+
+    async def fetch(self, sql: str, parameters: Any = ()) -> list[Any]:
+        """The rows of ``sql``, in one trip, without a cursor."""
+        return (await self.run(_run, sql, parameters)).rows
 
     def _take_deferred(self) -> list[_Deferred]:
         deferred, self._deferred = self._deferred, []

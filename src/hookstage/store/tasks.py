@@ -1,0 +1,86 @@
+"""The two statements every step runs on its task: read it with its project's stamp, and
+write it back at the version it read.
+
+They run for every submit, review and requeue, inside the write transaction that SQLite's
+one writer holds: written out in SQL and run through the driver (see `fetch` and
+`execute_later`), each cost ~130 us less than through SQLAlchemy, and the write goes with
+the commit's trip.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from hookstage.store import execute_later, fetch, read_json, sql_for
+from hookstage.store.tables import tasks
+
+__all__ = ["COLUMNS", "WRITTEN", "load", "update"]
+
+COLUMNS = tuple(column.name for column in tasks.c)
+_JSON = tuple(column.name for column in tasks.c if isinstance(column.type, sa.JSON))
+
+# Built from the table's own column names, no input: S608 does not apply.
+_LOAD = f"""
+SELECT {", ".join(f"tasks.{name}" for name in COLUMNS)}, projects.updated_at,
+    EXISTS (SELECT 1 FROM task_batches WHERE task_batches.task_id = tasks.id)
+FROM tasks JOIN projects ON projects.id = tasks.project_id
+WHERE tasks.id = ?
+"""  # noqa: S608
+
+# What a step changes, in the order `update` binds them.
+WRITTEN = (
+    "stage_id",
+    "work_stage_id",
+    "annotations",
+    "stage_history",
+    "updated_at",
+    "updated_by",
+    "total_duration",
+    "entered_at",
+    "version",
+)
+_SET = ", ".join(f"{name} = {{json}}" if name in _JSON else f"{name} = ?" for name in WRITTEN)
+_UPDATE = f"UPDATE tasks SET {_SET} WHERE id = ? AND version = ?"  # noqa: S608
+
+
+async def load(conn: AsyncConnection, task_id: str) -> tuple[dict[str, Any], float, bool] | None:
+    """The task's columns by name, its project's `updated_at`, and whether it is in any
+    batch; None if there is no such task."""
+    dialect = conn.dialect.name
+    rows = await fetch(conn, sql_for(_LOAD, dialect), (task_id,))
+    if not rows:
+        return None
+    *values, stamp, batched = rows[0]
+    task = dict(zip(COLUMNS, values, strict=True))
+    if dialect == "sqlite":  # psycopg decodes JSON columns itself
+        for name in _JSON:
+            if task[name] is not None:
+                task[name] = read_json(task[name])
+    return task, stamp, bool(batched)
+
+
+async def update(
+    conn: AsyncConnection,
+    task_id: str,
+    values: Mapping[str, Any],
+    *,
+    expected_version: int,
+    otherwise: Callable[[], Exception],
+) -> None:
+    """Write ``values`` (`WRITTEN`) to the task if it is still at ``expected_version``; if it
+    is not, the transaction fails with ``otherwise()``. On SQLite the transaction holds the
+    database since it read the task, so that cannot happen, and the write goes with the
+    transaction's next trip; on PostgreSQL another transaction may have moved it."""
+
+    def check(changed: int) -> None:
+        if changed != 1:
+            raise otherwise()
+
+    bound = [json.dumps(values[n]) if n in _JSON else values[n] for n in WRITTEN]
+    statement = sql_for(_UPDATE, conn.dialect.name)
+    await execute_later(conn, statement, (*bound, task_id, expected_version), check=check)
