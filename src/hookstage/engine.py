@@ -265,8 +265,7 @@ class Engine:
         await guard_project(conn, _text(project_id))
         if stamp is None or conn.dialect.name == "postgresql":
             # On PostgreSQL the guard may just have waited for a workflow update: read after it.
-            found = await conn.execute(_PROJECT_STAMP, {"project_id": _text(project_id)})
-            stamp = found.scalar_one_or_none()
+            stamp = await task_rows.project_stamp(conn, _text(project_id))
         if stamp is None:
             raise NotFound(f"project {project_id!r} not found")
         cached = self._projects.get(project_id)
@@ -1224,7 +1223,6 @@ def _key_from_row(row: sa.RowMapping) -> ApiKey:
 
 # The statements of every step, built once: building one (and its cache key) on each call cost
 # more than running it. Values are bound at execution.
-_PROJECT_STAMP = sa.select(projects.c.updated_at).where(projects.c.id == sa.bindparam("project_id"))
 _PROJECT_BY_ID = projects.select().where(projects.c.id == sa.bindparam("project_id"))
 _KEY_BY_HASH = api_keys.select().where(api_keys.c.key_hash == sa.bindparam("key_hash"))
 
@@ -1256,25 +1254,8 @@ def _task_query(
 async def _with_batches(conn: AsyncConnection, rows: Sequence[sa.Row[Any]]) -> list[Task]:
     if not rows:
         return []
-    by_task = await _batches_of(conn, [row.id for row in rows])
+    by_task = await task_rows.batches_of(conn, [row.id for row in rows])
     return [Task(**row._mapping, batches=by_task.get(row.id, [])) for row in rows]
-
-
-# Built once: building it cost more than running it (every step of a batched task reads it).
-_BATCHES_OF = (
-    sa.select(task_batches.c.task_id, batches.c.id, batches.c.name)
-    .join(batches, batches.c.id == task_batches.c.batch_id)
-    .where(task_batches.c.task_id.in_(sa.bindparam("ids", expanding=True)))
-    .order_by(task_batches.c.task_id, task_batches.c.position)
-)
-
-
-async def _batches_of(conn: AsyncConnection, ids: list[str]) -> dict[str, list[tuple[str, str]]]:
-    links = await conn.execute(_BATCHES_OF, {"ids": ids})
-    by_task: dict[str, list[tuple[str, str]]] = {}
-    for task_id, batch_id, name in links.all():
-        by_task.setdefault(task_id, []).append((batch_id, name))
-    return by_task
 
 
 async def _load_task(conn: AsyncConnection, task_id: str) -> Task:
@@ -1287,7 +1268,7 @@ async def _load_task_stamped(conn: AsyncConnection, task_id: str) -> tuple[Task,
     if found is None:
         raise NotFound(f"task {task_id!r} not found")
     task, stamp, batched = found
-    links = await _batches_of(conn, [task["id"]]) if batched else {}
+    links = await task_rows.batches_of(conn, [task["id"]]) if batched else {}
     return Task(**task, batches=links.get(task["id"], [])), stamp
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from hookstage.engine import Conflict
 from hookstage.store import tasks as task_rows
-from tests.support.engine import World
+from tests.support.engine import World, asset
 
 
 async def test_a_task_reads_back_as_it_was_imported(world: World) -> None:
@@ -48,3 +48,16 @@ async def test_a_write_at_a_version_the_task_has_left_fails_and_changes_nothing(
     written = await world.engine.get_task(task_id)
     assert (written.stage_id, written.version) == ("Review", 9)
     assert written.annotations == {"tools": [{"n": 1}]}
+
+
+async def test_batches_are_read_for_many_tasks_at_once(world: World) -> None:
+    project = await world.project()
+    first, second = await world.imported(
+        project.id, [asset(1, batches=["night", "city"]), asset(2, batches=["day"])]
+    )
+    # More ids than one statement binds: the second task's are read by a later statement.
+    ids = [first, *(f"missing-{n}" for n in range(1500)), second]
+    async with world.store.read() as conn:
+        found = await task_rows.batches_of(conn, ids)
+    names = {task_id: [name for _, name in links] for task_id, links in found.items()}
+    assert names == {first: ["night", "city"], second: ["day"]}
