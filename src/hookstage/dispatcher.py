@@ -44,7 +44,7 @@ from hookstage.metrics import DeliveryMetrics, Family, circuit_families, outcome
 from hookstage.retry import Decision, RetryPolicy, Verdict, decide
 from hookstage.signing import Signer
 from hookstage.store import Store
-from hookstage.store.deliveries import AttemptResult, Claimed, Lease, claim, next_due_at
+from hookstage.store.deliveries import AttemptResult, Claimed, Lease, claim_and_next_due
 from hookstage.store.deliveries import record as record_results
 from hookstage.store.deliveries import release as release_leases
 from hookstage.store.endpoints import disable as disable_endpoints
@@ -351,7 +351,7 @@ class Dispatcher:
             await self._disable_gone(conn, results, now)
             await self._settled(conn, results)
             if limit > 0:
-                claimed = await claim(
+                claimed, due = await claim_and_next_due(
                     conn,
                     now=now,
                     lease_seconds=self._lease_seconds,
@@ -359,8 +359,6 @@ class Dispatcher:
                     limit=limit,
                     exclude=self._held_back(now),
                 )
-                if len(claimed) < limit:
-                    due = await next_due_at(conn)
         return claimed, due
 
     async def _disable_gone(

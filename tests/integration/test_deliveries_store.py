@@ -492,3 +492,24 @@ async def test_finished_lists_only_delivered_or_failed(store: Store) -> None:
         ("d1", "delivered", "t1", "hook"),
         ("d2", "failed", "t2", "hook"),
     ]
+
+
+async def test_a_claim_tells_when_the_next_delivery_is_due(store: Store) -> None:
+    async with store.transaction() as conn:
+        claimed, due = await outbox.claim_and_next_due(
+            conn, now=T0, lease_seconds=LEASE, worker="w1", limit=5
+        )
+    assert (claimed, due) == ([], None)
+    await _enqueue(store, _new("d1", task="t1", due=T0 + 20), _new("d2", task="t2", due=T0))
+    async with store.transaction() as conn:
+        claimed, due = await outbox.claim_and_next_due(
+            conn, now=T0, lease_seconds=LEASE, worker="w1", limit=5
+        )
+    assert [c.id for c in claimed] == ["d2"]
+    assert due == T0 + 20  # the claimed one is due again only when its lease ends
+    async with store.transaction() as conn:
+        claimed, due = await outbox.claim_and_next_due(
+            conn, now=T0 + 20, lease_seconds=LEASE, worker="w1", limit=5
+        )
+    assert [c.id for c in claimed] == ["d1"]
+    assert due == T0 + LEASE  # d2's lease, the earliest end of the two

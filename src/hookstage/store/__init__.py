@@ -35,6 +35,7 @@ __all__ = [
     "database_url",
     "execute_later",
     "fetch",
+    "fetch_each",
     "guard_project",
     "insert_missing",
     "open_store",
@@ -201,6 +202,15 @@ async def fetch(conn: AsyncConnection, statement: str, parameters: Any) -> list[
     if isinstance(raw, driver.Connection):
         return await raw.fetch(statement, parameters)
     return list((await conn.exec_driver_sql(statement, parameters)).all())
+
+
+async def fetch_each(conn: AsyncConnection, statements: list[tuple[str, Any]]) -> list[list[Any]]:
+    """The rows of each of ``statements`` (sql, parameters; see `fetch`), run in order; on
+    SQLite in one trip."""
+    raw = _driver_of(conn)
+    if isinstance(raw, driver.Connection):
+        return await raw.fetch_each(statements)
+    return [list((await conn.exec_driver_sql(*statement)).all()) for statement in statements]
 
 
 async def execute_later(

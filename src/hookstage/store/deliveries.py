@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hookstage.retry import Decision, Verdict
-from hookstage.store import execute_later, fetch, sql_for
+from hookstage.store import execute_later, fetch, fetch_each, sql_for
 from hookstage.store.notify import announce
 from hookstage.store.tables import attempts, deliveries, delivery_bodies, tasks
 
@@ -42,6 +42,7 @@ __all__ = [
     "NewDelivery",
     "StageQueue",
     "claim",
+    "claim_and_next_due",
     "counts",
     "enqueue",
     "finished",
@@ -245,13 +246,48 @@ async def claim(
     room for (or whose circuit is open).
     """
     until = now + lease_seconds
-    dialect = conn.dialect.name
+    statement, parameters = _claim_statement(
+        conn, now=now, until=until, worker=worker, limit=limit, exclude=exclude
+    )
+    return _claimed(await fetch(conn, statement, parameters), until, worker)
+
+
+async def claim_and_next_due(
+    conn: AsyncConnection,
+    *,
+    now: float,
+    lease_seconds: float,
+    worker: str,
+    limit: int,
+    exclude: Collection[tuple[str, str]] = (),
+) -> tuple[list[Claimed], float | None]:
+    """`claim`, and then `next_due_at`; on SQLite in one trip to the database's thread (the
+    dispatcher holds SQLite's one writer through both)."""
+    until = now + lease_seconds
+    claiming = _claim_statement(
+        conn, now=now, until=until, worker=worker, limit=limit, exclude=exclude
+    )
+    rows, [(due,)] = await fetch_each(conn, [claiming, (sql_for(_NEXT_DUE, conn.dialect.name), ())])
+    return _claimed(rows, until, worker), None if due is None else float(due)
+
+
+def _claim_statement(
+    conn: AsyncConnection,
+    *,
+    now: float,
+    until: float,
+    worker: str,
+    limit: int,
+    exclude: Collection[tuple[str, str]],
+) -> tuple[str, tuple[Any, ...]]:
     pairs = [value for pair in exclude for value in pair]
-    statement = _claim_sql(dialect, len(exclude))
-    parameters = (until, until, worker, now, *pairs, limit)
+    statement = _claim_sql(conn.dialect.name, len(exclude))
+    return statement, (until, until, worker, now, *pairs, limit)
+
+
+def _claimed(rows: Sequence[Any], until: float, worker: str) -> list[Claimed]:
     # Plain tuples: a Row's attribute lookups cost more than the rest of the claim, per row.
-    found = await fetch(conn, statement, parameters)
-    rows = cast("Sequence[tuple[str, str, str, str, str, int, float, bytes]]", found)
+    found = cast("Sequence[tuple[str, str, str, str, str, int, float, bytes]]", rows)
     return [
         Claimed(
             id=delivery_id,
@@ -274,7 +310,7 @@ async def claim(
             attempt,
             created_at,
             body,
-        ) in rows
+        ) in found
     ]
 
 

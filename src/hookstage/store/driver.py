@@ -93,6 +93,26 @@ def _run(
         cursor.close()
 
 
+def _each(
+    raw: sqlite3.Connection,
+    statements: list[tuple[str, Any]],
+    *,
+    deferred: list[_Deferred] | None = None,
+) -> _Outcome:
+    """On the connection's thread: the deferred statements, then each of ``statements``;
+    the outcome's rows are a list of each one's rows."""
+    if deferred:
+        _run_deferred(raw, deferred)
+    found: list[Any] = []
+    for sql, parameters in statements:
+        cursor = raw.execute(sql, parameters)
+        try:
+            found.append(cursor.fetchall())
+        finally:
+            cursor.close()
+    return _Outcome(None, found, -1, None, raw.in_transaction)
+
+
 class Cursor:
     """What SQLAlchemy's adapter expects of an aiosqlite cursor, over rows already read."""
 
@@ -169,6 +189,10 @@ class Connection(aiosqlite.Connection):
     async def fetch(self, sql: str, parameters: Any = ()) -> list[Any]:
         """The rows of ``sql``, in one trip, without a cursor."""
         return (await self.run(_run, sql, parameters)).rows
+
+    async def fetch_each(self, statements: list[tuple[str, Any]]) -> list[list[Any]]:
+        """The rows of each of ``statements`` (sql, parameters), run in order in one trip."""
+        return (await self.run(_each, statements)).rows
 
     def _take_deferred(self) -> list[_Deferred]:
         deferred, self._deferred = self._deferred, []
