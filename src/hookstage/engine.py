@@ -459,10 +459,11 @@ class Engine:
         """A labeler hands in the task's annotations: it moves on through the stage's output."""
         user = _required_text(user, "user")
         duration_ms = _duration(duration_ms)
+        unsent = _unsent(submission)
         async with self.store.transaction() as conn:
             task, project = await self._load_step(conn, task_id)
             _expect_stage(project, task, {"Label", "Start"}, "submitted")
-            _check_submission(project, submission)
+            _check_submission(project, submission, unsent)
             moved = self._leave(
                 project, task, user, duration_ms, submission.annotations(), output=0
             )
@@ -482,12 +483,13 @@ class Engine:
         """Accept (first output) or reject (second output) a task waiting in a Review stage."""
         user = _required_text(user, "user")
         duration_ms = _duration(duration_ms)
+        unsent = _unsent(submission) if submission is not None else []
         async with self.store.transaction() as conn:
             task, project = await self._load_step(conn, task_id)
             _expect_stage(project, task, {"Review"}, "reviewed")
             annotations = task.annotations
             if submission is not None:
-                _check_submission(project, submission)
+                _check_submission(project, submission, unsent)
                 annotations = submission.annotations()
             output = 0 if accept else 1
             moved = self._leave(project, task, user, duration_ms, annotations, output=output)
@@ -1142,16 +1144,25 @@ def _prefixed(prefix: str, problems: Iterable[Any]) -> list[tuple[str, str]]:
     return [(f"{prefix}.{p.path}", p.message) for p in problems]
 
 
-def _check_submission(project: Project, submission: Submission) -> None:
+def _unsent(submission: Submission) -> list[tuple[str, str]]:
+    """What the export format refuses in the submission's annotations. It does not depend on
+    the project: found before the step's transaction, it keeps SQLite's one writer waiting
+    for none of it."""
+    return _format_problems({"metadata": {}, "task": submission.annotations()}, "task.")
+
+
+def _check_submission(
+    project: Project, submission: Submission, unsent: list[tuple[str, str]]
+) -> None:
+    """Refuse the submission if the project's schema does, or else if ``unsent`` (its
+    `_unsent` problems) has any."""
     problems = schema.check_annotations(
         project.category_schema,
         submission.tools,
         submission.classifications,
         submission.relations,
     )
-    found = [(p.path, p.message) for p in problems] or _format_problems(
-        {"metadata": {}, "task": submission.annotations()}, "task."
-    )
+    found = [(p.path, p.message) for p in problems] or unsent
     if found:
         raise Invalid(_summary("annotations", found), found)
 

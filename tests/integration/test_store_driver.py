@@ -155,14 +155,14 @@ async def test_begin_and_later_writes_share_the_next_statement_s_trip(
     assert sorted(await _key_ids(sqlite_store)) == ["k1", "k2"]
 
 
-async def test_json_columns_come_back_as_written_even_where_orjson_refuses_the_text(
-    sqlite_store: Store,
-) -> None:
-    # Columns are read with orjson for speed, and with json where it refuses the text.
+async def test_json_columns_keep_what_a_webhook_body_would_carry(sqlite_store: Store) -> None:
+    # Written and read with orjson for speed, with json where orjson refuses (a lone
+    # surrogate); a number JSON has no text for is null, as in a webhook's body.
     table = sa.Table("values_", sa.MetaData(), sa.Column("v", sa.JSON))
     written = [{"plain": [1, 2.5, "é"]}, {"lone": "\ud800"}, {"far": float("inf")}]
     async with sqlite_store.transaction() as conn:
         await conn.run_sync(table.metadata.create_all)
         await conn.execute(table.insert(), [{"v": v} for v in written])
     async with sqlite_store.read() as conn:
-        assert (await conn.execute(sa.select(table.c.v))).scalars().all() == written
+        read = (await conn.execute(sa.select(table.c.v))).scalars().all()
+    assert read == [{"plain": [1, 2.5, "é"]}, {"lone": "\ud800"}, {"far": None}]

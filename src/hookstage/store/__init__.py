@@ -41,6 +41,7 @@ __all__ = [
     "open_store",
     "read_json",
     "sql_for",
+    "write_json",
 ]
 
 
@@ -234,6 +235,15 @@ async def execute_later(
         check(result.rowcount)
 
 
+def write_json(value: Any) -> str:
+    """A JSON column's text for ``value``: orjson's, as a webhook's body carries it (NaN as
+    null, which PostgreSQL's JSON also requires); json's where orjson refuses the value."""
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(value)
+
+
 def read_json(text: str) -> Any:
     """A JSON column's value from its text, as SQLAlchemy's JSON type reads it here."""
     try:
@@ -314,6 +324,7 @@ def _create_engine(url: str, pool_size: int | None) -> AsyncEngine:
             pool_size=size,
             max_overflow=size,
             async_creator=connect,
+            json_serializer=write_json,
             json_deserializer=read_json,
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
@@ -330,5 +341,7 @@ def _create_engine(url: str, pool_size: int | None) -> AsyncEngine:
         # each statement sees what committed before it, and a row another transaction is
         # changing makes the statement wait for it, then re-check its condition.
         isolation_level="READ COMMITTED",
+        json_serializer=write_json,
+        json_deserializer=read_json,
         connect_args={} if "application_name" in query else {"application_name": "hookstage"},
     )

@@ -9,14 +9,13 @@ the commit's trip. The dispatcher reads a project's stamp for every turn that cl
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from hookstage.store import execute_later, fetch, read_json, sql_for
+from hookstage.store import execute_later, fetch, read_json, sql_for, write_json
 from hookstage.store.tables import tasks
 
 __all__ = ["COLUMNS", "WRITTEN", "batches_of", "load", "project_stamp", "update"]
@@ -113,6 +112,6 @@ async def update(
         if changed != 1:
             raise otherwise()
 
-    bound = [json.dumps(values[n]) if n in _JSON else values[n] for n in WRITTEN]
+    bound = [write_json(values[n]) if n in _JSON else values[n] for n in WRITTEN]
     statement = sql_for(_UPDATE, conn.dialect.name)
     await execute_later(conn, statement, (*bound, task_id, expected_version), check=check)
