@@ -133,9 +133,10 @@ def _postmaster(url: str) -> int:
     try:
         with engine.connect() as conn:
             backend = int(conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
+            # While connected: a backend whose connection closed may be gone already.
+            return int(_stat(backend)[1])
     finally:
         engine.dispose()
-    return int(_stat(backend)[1])
 
 
 # --- the outbox -------------------------------------------------------------------------------

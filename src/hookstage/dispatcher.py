@@ -197,6 +197,8 @@ class Dispatcher:
         self._failed_turns = 0
         self._nudge = asyncio.Event()
         self._fresh = False  # woken for new deliveries since the last turn
+        # The endpoints the last claim held back, and when, if it found nothing else.
+        self._fruitless: tuple[frozenset[tuple[str, str]], float] | None = None
         self._stop_requested = asyncio.Event()
         self._stopped = asyncio.Event()
         self._stopping = False
@@ -210,6 +212,7 @@ class Dispatcher:
         """New deliveries were committed: look now instead of at the next poll.
         Call it from the dispatcher's event loop."""
         self._fresh = True
+        self._fruitless = None
         self._nudge.set()
 
     def state(self) -> dict[str, Any]:
@@ -299,16 +302,18 @@ class Dispatcher:
     async def _turn(self) -> float:
         """One turn; returns how long to wait for a nudge before the next (0: go on)."""
         items = [self._finished.popleft() for _ in range(min(len(self._finished), self._batch))]
-        room = 0 if self._stopping else self._room() + len(items)
-        limit = min(room, self._batch)
+        now = self._clock()
+        exclude = self._held_back(now)
+        limit = self._limit(len(items), exclude, now)
         if not items and limit <= 0:
             return self._poll_seconds  # a finished attempt nudges
-        now = self._clock()
         try:
-            claimed, due = await self._exchange(items, limit, now)
+            claimed, due = await self._exchange(items, limit, now, exclude)
         except Exception:
             return await self._turn_failed(items, now)
         self._failed_turns = 0
+        if limit > 0 and exclude:
+            self._fruitless = None if claimed else (frozenset(exclude), now)
         for item in items:
             self._outstanding.discard(_lease_of(item))
         await self._launch(claimed)
@@ -321,6 +326,20 @@ class Dispatcher:
         if limit > 0 and due is not None and due > now:
             wait = min(due - now, wait)
         return min(wait, self._until_probe(now))
+
+    def _limit(self, recorded: int, exclude: list[tuple[str, str]], now: float) -> int:
+        """How many to claim this turn. None while the last claim held back the same
+        endpoints (or fewer) and found nothing else, until new deliveries wake the dispatcher
+        or a poll passes: the claim steps over every due delivery of the stages it holds back,
+        and one full endpoint with a big backlog made each such claim a scan of all of it
+        (measured: 180 ms a claim beside 1M pending, the drain's CPU per delivery doubled)."""
+        if self._stopping:
+            return 0
+        if self._fruitless is not None:
+            held, since = self._fruitless
+            if held.issubset(exclude) and now < since + self._poll_seconds:
+                return 0
+        return min(self._room() + recorded, self._batch)
 
     def _room(self) -> int:
         """How many more deliveries may be claimed. The claims a full endpoint holds do not
@@ -339,7 +358,7 @@ class Dispatcher:
         return min(times) - now if times else float("inf")
 
     async def _exchange(
-        self, items: list[_Item], limit: int, now: float
+        self, items: list[_Item], limit: int, now: float, exclude: list[tuple[str, str]]
     ) -> tuple[list[Claimed], float | None]:
         results = [item for item in items if isinstance(item, AttemptResult)]
         leases = [item for item in items if isinstance(item, Lease)]
@@ -357,7 +376,7 @@ class Dispatcher:
                     lease_seconds=self._lease_seconds,
                     worker=self.worker_id,
                     limit=limit,
-                    exclude=self._held_back(now),
+                    exclude=exclude,
                 )
         return claimed, due
 
@@ -408,7 +427,7 @@ class Dispatcher:
         be recorded does not send all the others again when their leases expire."""
         for item in items:
             try:
-                await self._exchange([item], 0, now)
+                await self._exchange([item], 0, now, [])
             except Exception:
                 delivery_id = _lease_of(item).delivery_id
                 log.exception("delivery %s: its attempt could not be recorded", delivery_id)

@@ -10,9 +10,11 @@ import hmac
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncConnection
 from standardwebhooks.webhooks import Webhook
 
 import hookstage
@@ -20,6 +22,7 @@ from hookstage.circuit import CircuitPolicy
 from hookstage.dispatcher import Endpoint
 from hookstage.signing import Signer
 from hookstage.store import Store, open_store
+from hookstage.store.deliveries import claim_and_next_due
 from hookstage.transport import HttpTransport, OutboundRequest, Outcome
 from tests.support.delivery import (
     BODY,
@@ -343,6 +346,34 @@ async def test_full_endpoints_together_hold_at_most_twice_the_claim_room(
 
     await until(healthy_delivered)
     assert most == 10  # the bound was reached, and held
+
+
+async def test_a_claim_beside_a_full_endpoint_that_found_nothing_waits_for_news(
+    store: Store, receiver: Receiver, start: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One endpoint with a backlog fills its queue again and again as it answers, and
+    # nothing else is due. A claim that held it back and found nothing is not made again
+    # until new deliveries are announced (or a poll passes): over a big backlog, each
+    # such claim steps over every due delivery of the stage it holds back.
+    fruitless: list[object] = []
+    claim = claim_and_next_due
+
+    async def counted(conn: AsyncConnection, **options: Any) -> Any:
+        found = await claim(conn, **options)
+        if options["exclude"] and not found[0]:
+            fruitless.append(options["exclude"])
+        return found
+
+    monkeypatch.setattr("hookstage.dispatcher.claim_and_next_due", counted)
+    receiver.seconds = 0.01  # one at a time: its queue stays full, each answer makes a turn
+    busy = await enqueue(store, 60, stage="busy")
+    endpoints = {"busy": hub(receiver.url), "other": hub(f"{receiver.url}?other")}
+    dispatcher = await start(endpoints, concurrency=8, per_endpoint=1, batch=2, poll_seconds=60)
+    await until_state(store, busy, "delivered")
+    assert len(fruitless) <= 1
+    other = await enqueue(store, 1, stage="other")
+    dispatcher.wake()  # news: it is claimed at once, not at the next poll
+    await until_state(store, other, "delivered")
 
 
 # --- the transport ----------------------------------------------------------------------------

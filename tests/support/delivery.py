@@ -67,13 +67,15 @@ class Received:
 @dataclass
 class Receiver:
     """A webhook receiver: records every request, answers from `statuses` (then `status`),
-    after `gate` opens when one is set. `answers` holds extra headers per status."""
+    after `gate` opens when one is set, and `seconds` later (a slow endpoint). `answers`
+    holds extra headers per status."""
 
     url: str = ""
     requests: list[Received] = field(default_factory=list)
     statuses: deque[int] = field(default_factory=deque)
     status: int = 200
     gate: asyncio.Event | None = None
+    seconds: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
     arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
 
@@ -83,6 +85,8 @@ class Receiver:
             self.arrived.notify_all()
         if self.gate is not None:
             await self.gate.wait()
+        if self.seconds:
+            await asyncio.sleep(self.seconds)  # the endpoint's own pace, not a wait for state
         status = self.statuses.popleft() if self.statuses else self.status
         return web.Response(status=status, text="ok", headers=self.headers)
 
