@@ -43,7 +43,7 @@ from hookstage.logs import safe_url
 from hookstage.metrics import DeliveryMetrics, Family, circuit_families, outcome_of
 from hookstage.retry import Decision, RetryPolicy, Verdict, decide
 from hookstage.signing import Signer
-from hookstage.store import Store
+from hookstage.store import Store, flush
 from hookstage.store.deliveries import AttemptResult, Claimed, Lease, claim_and_next_due
 from hookstage.store.deliveries import record as record_results
 from hookstage.store.deliveries import release as release_leases
@@ -197,8 +197,10 @@ class Dispatcher:
         self._failed_turns = 0
         self._nudge = asyncio.Event()
         self._fresh = False  # woken for new deliveries since the last turn
-        # The endpoints the last claim held back, and when, if it found nothing else.
+        # The endpoints the last claim held back, and when, if it found nothing else; and
+        # how many wakes there have been (one during that claim makes it news all the same).
         self._fruitless: tuple[frozenset[tuple[str, str]], float] | None = None
+        self._wakes = 0
         self._stop_requested = asyncio.Event()
         self._stopped = asyncio.Event()
         self._stopping = False
@@ -213,6 +215,7 @@ class Dispatcher:
         Call it from the dispatcher's event loop."""
         self._fresh = True
         self._fruitless = None
+        self._wakes += 1
         self._nudge.set()
 
     def state(self) -> dict[str, Any]:
@@ -306,14 +309,16 @@ class Dispatcher:
         exclude = self._held_back(now)
         limit = self._limit(len(items), exclude, now)
         if not items and limit <= 0:
-            return self._poll_seconds  # a finished attempt nudges
+            return self._idle_wait(now)  # a finished attempt nudges
+        wakes = self._wakes
         try:
             claimed, due = await self._exchange(items, limit, now, exclude)
         except Exception:
             return await self._turn_failed(items, now)
         self._failed_turns = 0
         if limit > 0 and exclude:
-            self._fruitless = None if claimed else (frozenset(exclude), now)
+            found_nothing = not claimed and wakes == self._wakes
+            self._fruitless = (frozenset(exclude), now) if found_nothing else None
         for item in items:
             self._outstanding.discard(_lease_of(item))
         await self._launch(claimed)
@@ -322,13 +327,13 @@ class Dispatcher:
         # Due by `now` yet not claimed means held back (its endpoint full, an earlier
         # delivery of its task pending, another worker's row lock): a turn that records
         # something looks again, or the poll does.
-        wait = self._poll_seconds
+        wait = self._idle_wait(now)
         if limit > 0 and due is not None and due > now:
             wait = min(due - now, wait)
-        return min(wait, self._until_probe(now))
+        return wait
 
     def _limit(self, recorded: int, exclude: list[tuple[str, str]], now: float) -> int:
-        """How many to claim this turn. None while the last claim held back the same
+        """How many to claim this turn. Nothing while the last claim held back the same
         endpoints (or fewer) and found nothing else, until new deliveries wake the dispatcher
         or a poll passes: the claim steps over every due delivery of the stages it holds back,
         and one full endpoint with a big backlog made each such claim a scan of all of it
@@ -340,6 +345,14 @@ class Dispatcher:
             if held.issubset(exclude) and now < since + self._poll_seconds:
                 return 0
         return min(self._room() + recorded, self._batch)
+
+    def _idle_wait(self, now: float) -> float:
+        """How long a turn that claimed nothing more waits for a nudge: a poll, or less to
+        end a fruitless claim's wait on time, or to let an open circuit's probe go."""
+        wait = self._poll_seconds
+        if self._fruitless is not None:
+            wait = min(wait, max(0.0, self._fruitless[1] + self._poll_seconds - now))
+        return min(wait, self._until_probe(now))
 
     def _room(self) -> int:
         """How many more deliveries may be claimed. The claims a full endpoint holds do not
@@ -400,6 +413,8 @@ class Dispatcher:
         results = [r for r in results if r.settles]
         if self._settle is None or not results:
             return
+        # The turn's own writes fail the turn, not the settling the block below survives.
+        await flush(conn)
         try:
             async with conn.begin_nested():
                 await self._settle(conn, results)

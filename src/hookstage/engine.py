@@ -17,7 +17,6 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -1068,13 +1067,23 @@ def _parse_asset(index: int, item: Any, problems: list[tuple[str, str]]) -> _Ass
 
 
 def _unsendable(path: str, value: Any) -> list[tuple[str, str]]:
-    """What a webhook's JSON cannot carry in ``value`` (an integer beyond 64 bits): taken, it
-    would fail every delivery of the task, and read back it would not be the same number."""
-    try:
-        orjson.dumps(value)
-    except orjson.JSONEncodeError as exc:
-        return [(path, f"cannot be sent in a webhook's JSON: {exc}")]
+    """Where ``value`` holds an integer a webhook's JSON cannot carry (orjson, which renders
+    the bodies, writes 64 bits): taken, it would fail every delivery of the task."""
+    stack: list[tuple[str, Any]] = [(path, value)]
+    while stack:  # iterative: a hostile depth cannot exhaust the stack
+        where, item = stack.pop()
+        if isinstance(item, int) and not isinstance(item, bool):
+            if not _INT_LOW <= item <= _INT_HIGH:
+                return [(where, "is an integer beyond 64 bits, which no webhook can carry")]
+        elif isinstance(item, dict):
+            stack.extend((f"{where}.{key}", child) for key, child in item.items())
+        elif isinstance(item, list):
+            stack.extend((f"{where}[{n}]", child) for n, child in enumerate(item))
     return []
+
+
+# The integers orjson writes: signed and unsigned 64 bits.
+_INT_LOW, _INT_HIGH = -(2**63), 2**64 - 1
 
 
 def _field(

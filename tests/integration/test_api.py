@@ -505,7 +505,7 @@ async def test_keys_are_read_the_three_ways_openapi_shows(api: Api) -> None:
     anonymous = api.anonymous
     schema = (await anonymous.get("/openapi.json")).json()
     assert set(schema["components"]["securitySchemes"]) == {"Bearer", "X-API-Key", "apikey"}
-    ways = [{"Bearer": []}, {"X-API-Key": []}, {"apikey": []}]
+    ways: list[dict[str, list[str]]] = [{"Bearer": []}, {"X-API-Key": []}, {"apikey": []}]
     paths = schema["paths"]
     keyed = [op for path, ops in paths.items() if path != "/healthz" for op in ops.values()]
     assert len(keyed) > 20
@@ -517,6 +517,7 @@ async def test_keys_are_read_the_three_ways_openapi_shows(api: Api) -> None:
         ({"Authorization": f"Basic {key}"}, 401),  # not a bearer credential: no key
         ({"Authorization": "Basic x", "X-API-Key": key}, 200),
         ({"Authorization": "Bearer", "apikey": key}, 200),
+        ({"Authorization": f"Bearer  {key}", "X-API-Key": key}, 200),  # one key, spaced
     ]:
         response = await anonymous.get("/api/projects", headers=headers)
         assert response.status_code == status, headers

@@ -19,7 +19,7 @@ from standardwebhooks.webhooks import Webhook
 
 import hookstage
 from hookstage.circuit import CircuitPolicy
-from hookstage.dispatcher import Endpoint
+from hookstage.dispatcher import Dispatcher, Endpoint
 from hookstage.signing import Signer
 from hookstage.store import Store, open_store
 from hookstage.store.deliveries import claim_and_next_due
@@ -29,6 +29,7 @@ from tests.support.delivery import (
     DEADLINE,
     SECRET,
     BlackHole,
+    Dispatchers,
     Receiver,
     WatchedStore,
     closed_port,
@@ -374,6 +375,50 @@ async def test_a_claim_beside_a_full_endpoint_that_found_nothing_waits_for_news(
     other = await enqueue(store, 1, stage="other")
     dispatcher.wake()  # news: it is claimed at once, not at the next poll
     await until_state(store, other, "delivered")
+
+
+async def test_news_that_comes_during_a_fruitless_claim_is_not_lost(
+    postgres_database: str,
+    receiver: Receiver,
+    black_hole: BlackHole,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # PostgreSQL: another transaction (the API, another process) commits a delivery while
+    # a claim beside a full endpoint finds nothing, and wakes the dispatcher. The claim's
+    # "nothing else is due" is stale at once: the delivery goes now, not at the next poll.
+    dispatchers: list[Dispatcher] = []
+    stores: list[Store] = []
+    other: list[str] = []
+    claim = claim_and_next_due
+
+    async def racing(conn: AsyncConnection, **options: Any) -> Any:
+        found = await claim(conn, **options)
+        if options["exclude"] and not found[0] and not other:
+            other.extend(await enqueue(stores[0], 1, stage="other"))
+            dispatchers[0].wake()
+        return found
+
+    monkeypatch.setattr("hookstage.dispatcher.claim_and_next_due", racing)
+    async with seeded_store(postgres_database) as opened:
+        stores.append(opened)
+        await enqueue(opened, 10, stage="busy")
+        endpoints: dict[str, Endpoint | None] = {
+            "busy": hub(black_hole.url, timeout=30),
+            "other": hub(receiver.url),
+        }
+        started = Dispatchers(opened)
+        try:
+            dispatchers.append(
+                await started(endpoints, concurrency=8, per_endpoint=1, batch=2, poll_seconds=60)
+            )
+
+            async def raced() -> bool:
+                return bool(other)
+
+            await until(raced)
+            await until_state(opened, other, "delivered")
+        finally:
+            await started.stop_all()
 
 
 # --- the transport ----------------------------------------------------------------------------

@@ -4,6 +4,7 @@ rows, counts, errors and locks behave as sqlite3's own."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -13,7 +14,16 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from hookstage.store import Duplicate, Store, driver, execute_later, open_store
+from hookstage.store import (
+    Duplicate,
+    Store,
+    StoreError,
+    driver,
+    execute_later,
+    fetch,
+    flush,
+    open_store,
+)
 from hookstage.store.tables import api_keys
 
 
@@ -156,13 +166,49 @@ async def test_begin_and_later_writes_share_the_next_statement_s_trip(
 
 
 async def test_json_columns_keep_what_a_webhook_body_would_carry(sqlite_store: Store) -> None:
-    # Written and read with orjson for speed, with json where orjson refuses (a lone
-    # surrogate); a number JSON has no text for is null, as in a webhook's body.
+    # Written and read with orjson for speed, with json where orjson refuses or would read
+    # inexactly (a lone surrogate, an integer beyond 64 bits); a number JSON has no text
+    # for is null, as in a webhook's body.
     table = sa.Table("values_", sa.MetaData(), sa.Column("v", sa.JSON))
-    written = [{"plain": [1, 2.5, "é"]}, {"lone": "\ud800"}, {"far": float("inf")}]
+    written = [{"plain": [1, 2.5, "é"]}, {"lone": "\ud800"}, {"far": float("inf")}, {"n": 2**70}]
     async with sqlite_store.transaction() as conn:
         await conn.run_sync(table.metadata.create_all)
         await conn.execute(table.insert(), [{"v": v} for v in written])
     async with sqlite_store.read() as conn:
         read = (await conn.execute(sa.select(table.c.v))).scalars().all()
-    assert read == [{"plain": [1, 2.5, "é"]}, {"lone": "\ud800"}, {"far": None}]
+    assert read == [{"plain": [1, 2.5, "é"]}, {"lone": "\ud800"}, {"far": None}, {"n": 2**70}]
+
+
+async def test_driver_errors_come_out_as_the_store_s_own(sqlite_store: Store) -> None:
+    async with sqlite_store.transaction() as conn:
+        await execute_later(conn, _INSERT_KEY, _key_row(1))
+
+    async def duplicate() -> None:
+        async with sqlite_store.transaction() as conn:
+            await execute_later(conn, _INSERT_KEY, _key_row(1))
+            await fetch(conn, "SELECT 1", ())  # runs the deferred insert first
+
+    async def broken() -> None:
+        async with sqlite_store.transaction() as conn:
+            await fetch(conn, "SELECT * FROM no_such_table", ())
+
+    with pytest.raises(Duplicate):
+        await duplicate()
+    with pytest.raises(StoreError, match="no_such_table"):
+        await broken()
+    assert await _key_ids(sqlite_store) == ["k1"]
+
+
+async def test_a_write_inside_a_savepoint_stays_inside_it(sqlite_store: Store) -> None:
+    # As the dispatcher's gate hook does: a savepoint whose failure the transaction survives.
+    async with sqlite_store.transaction() as conn:
+        await execute_later(conn, _INSERT_KEY, _key_row(1))
+    async with sqlite_store.transaction() as conn:
+        await execute_later(conn, _INSERT_KEY, _key_row(2))
+        await flush(conn)  # the transaction's own writes fail it, not the savepoint
+        with contextlib.suppress(Duplicate, sa.exc.IntegrityError):
+            async with conn.begin_nested():
+                await execute_later(conn, _INSERT_KEY, _key_row(3))
+                await execute_later(conn, _INSERT_KEY, _key_row(1))  # taken
+        await execute_later(conn, _INSERT_KEY, _key_row(4))
+    assert sorted(await _key_ids(sqlite_store)) == ["k1", "k2", "k4"]

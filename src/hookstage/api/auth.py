@@ -7,6 +7,7 @@ names the least role it needs.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Annotated, Any
 
@@ -30,7 +31,7 @@ __all__ = [
 ]
 
 # The three ways to present a key, as OpenAPI shows them.
-SCHEMES: dict[str, dict[str, str]] = {
+_SCHEMES: dict[str, dict[str, str]] = {
     "Bearer": {"type": "http", "description": "an API key as a bearer token", "scheme": "bearer"},
     "X-API-Key": {
         "type": "apiKey",
@@ -62,7 +63,7 @@ def _presented(request: Request) -> set[str]:
     """The key values the request carries, by any of the three ways (empty ones ignored)."""
     headers = request.headers
     scheme, _, credentials = headers.get("authorization", "").partition(" ")
-    bearer = credentials if scheme.lower() == "bearer" else None
+    bearer = credentials.strip() if scheme.lower() == "bearer" else None
     return {v for v in (bearer, headers.get("x-api-key"), headers.get("apikey")) if v}
 
 
@@ -113,13 +114,13 @@ def _needs_key(dependant: Dependant) -> bool:
 def document(schema: dict[str, Any], routes: Iterable[BaseRoute]) -> None:
     """Show in the OpenAPI ``schema`` the ways to present a key, on every operation of
     ``routes`` that needs one."""
-    schema.setdefault("components", {})["securitySchemes"] = SCHEMES
-    ways: list[dict[str, list[str]]] = [{name: []} for name in SCHEMES]
+    schema.setdefault("components", {})["securitySchemes"] = copy.deepcopy(_SCHEMES)
+    ways: list[dict[str, list[str]]] = [{name: []} for name in _SCHEMES]
     for route in routes:
         if isinstance(route, APIRoute) and route.include_in_schema and _needs_key(route.dependant):
             operations = schema["paths"][route.path_format]
             for method in route.methods or ():
-                operations[method.lower()]["security"] = ways
+                operations[method.lower()]["security"] = copy.deepcopy(ways)
 
 
 Admin = Annotated[ApiKey, Depends(require("admin"))]

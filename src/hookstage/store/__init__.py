@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+import re
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -36,6 +38,7 @@ __all__ = [
     "execute_later",
     "fetch",
     "fetch_each",
+    "flush",
     "guard_project",
     "insert_missing",
     "open_store",
@@ -200,18 +203,39 @@ async def fetch(conn: AsyncConnection, statement: str, parameters: Any) -> list[
     column's text: see `read_json`). On SQLite straight to the driver: SQLAlchemy's execution
     machinery cost more than the statement's trip (measured: ~130 of ~200 us)."""
     raw = _driver_of(conn)
-    if isinstance(raw, driver.Connection):
+    if not isinstance(raw, driver.Connection):
+        return list((await conn.exec_driver_sql(statement, parameters)).all())
+    with _as_sqlalchemy(statement, parameters):
         return await raw.fetch(statement, parameters)
-    return list((await conn.exec_driver_sql(statement, parameters)).all())
 
 
 async def fetch_each(conn: AsyncConnection, statements: list[tuple[str, Any]]) -> list[list[Any]]:
     """The rows of each of ``statements`` (sql, parameters; see `fetch`), run in order; on
     SQLite in one trip."""
     raw = _driver_of(conn)
-    if isinstance(raw, driver.Connection):
+    if not isinstance(raw, driver.Connection):
+        return [list((await conn.exec_driver_sql(*statement)).all()) for statement in statements]
+    with _as_sqlalchemy(statements[0][0], statements[0][1]):
         return await raw.fetch_each(statements)
-    return [list((await conn.exec_driver_sql(*statement)).all()) for statement in statements]
+
+
+async def flush(conn: AsyncConnection) -> None:
+    """Run now the writes `execute_later` left waiting for the next trip; their errors are
+    raised here (before a savepoint whose failure the caller means to survive, say)."""
+    raw = _driver_of(conn)
+    if isinstance(raw, driver.Connection):
+        with _as_sqlalchemy("(deferred writes)", ()):
+            await raw.flush()
+
+
+@contextmanager
+def _as_sqlalchemy(statement: str, parameters: Any) -> Iterator[None]:
+    # The driver's errors as SQLAlchemy's own statements raise them: `_begin` turns them into
+    # Duplicate and StoreError (a deferred BEGIN IMMEDIATE's "database is locked" included).
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise sa.exc.DBAPIError.instance(statement, parameters, exc, sqlite3.Error) from exc
 
 
 async def execute_later(
@@ -225,9 +249,12 @@ async def execute_later(
     write whose outcome nobody reads but ``check``, called with the rows it changed (it
     raises to fail the transaction). On SQLite it goes with the transaction's next trip to
     the database's thread (its next statement, or its commit), and an error it meets or
-    ``check`` raises is raised there, in the same transaction; on PostgreSQL it runs now."""
+    ``check`` raises is raised there, in the same transaction; on PostgreSQL, or inside a
+    savepoint, it runs now."""
     raw = _driver_of(conn)
-    if isinstance(raw, driver.Connection):
+    # Inside a savepoint, at once: a write deferred past its RELEASE or ROLLBACK TO would
+    # fail (or be undone) outside the savepoint the caller meant it for.
+    if isinstance(raw, driver.Connection) and not conn.in_nested_transaction():
         raw.defer(statement, parameters, many=isinstance(parameters, list), check=check)
         return
     result = await conn.exec_driver_sql(statement, parameters)
@@ -237,18 +264,27 @@ async def execute_later(
 
 def write_json(value: Any) -> str:
     """A JSON column's text for ``value``: orjson's, as a webhook's body carries it (NaN as
-    null, which PostgreSQL's JSON also requires); json's where orjson refuses the value."""
+    null); json's where orjson refuses the value (a lone surrogate, an integer beyond 64
+    bits), which keeps a NaN as NaN."""
     try:
         return orjson.dumps(value).decode()
     except orjson.JSONEncodeError:
         return json.dumps(value)
 
 
-def read_json(text: str) -> Any:
-    """A JSON column's value from its text, as SQLAlchemy's JSON type reads it here."""
+# orjson reads an integer beyond 64 bits as a float; such a number has 20 digits or more.
+_LONG_NUMBER = re.compile(r"\d{20}")
+
+
+def read_json(text: str | bytes) -> Any:
+    """A JSON column's value from its text, as SQLAlchemy's JSON type reads it here: with
+    orjson, or json where orjson would not read it exactly (NaN, lone surrogates, integers
+    beyond 64 bits)."""
+    if _LONG_NUMBER.search(text if isinstance(text, str) else text.decode()):
+        return json.loads(text)
     try:
         return orjson.loads(text)
-    except orjson.JSONDecodeError:  # NaN, lone surrogates: json reads what json wrote
+    except orjson.JSONDecodeError:
         return json.loads(text)
 
 

@@ -261,14 +261,20 @@ async def claim_and_next_due(
     limit: int,
     exclude: Collection[tuple[str, str]] = (),
 ) -> tuple[list[Claimed], float | None]:
-    """`claim`, and then `next_due_at`; on SQLite in one trip to the database's thread (the
-    dispatcher holds SQLite's one writer through both)."""
+    """`claim`, and then `next_due_at` (None as well when the claim took ``limit``: more
+    is due now). On SQLite in one trip to the database's thread (the dispatcher holds
+    SQLite's one writer through both); on PostgreSQL the second statement is sent only when
+    the claim took fewer."""
     until = now + lease_seconds
     claiming = _claim_statement(
         conn, now=now, until=until, worker=worker, limit=limit, exclude=exclude
     )
-    rows, [(due,)] = await fetch_each(conn, [claiming, (sql_for(_NEXT_DUE, conn.dialect.name), ())])
-    return _claimed(rows, until, worker), None if due is None else float(due)
+    if conn.dialect.name != "sqlite":
+        claimed = _claimed(await fetch(conn, *claiming), until, worker)
+        return claimed, (await next_due_at(conn) if len(claimed) < limit else None)
+    rows, [(due,)] = await fetch_each(conn, [claiming, (sql_for(_NEXT_DUE, "sqlite"), ())])
+    claimed = _claimed(rows, until, worker)
+    return claimed, (None if due is None or len(claimed) == limit else float(due))
 
 
 def _claim_statement(

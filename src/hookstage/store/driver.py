@@ -13,7 +13,8 @@ Statements whose outcome nobody reads (a transaction's BEGIN, an insert whose ro
 returned) may be deferred: they run on the thread, in order, just before the next statement
 or the commit, in the same trip. An error one of them meets is raised by that statement or
 commit, inside the same transaction; a transaction that ends before any trip (nothing run,
-or a rollback) sends nothing at all.
+or a rollback) sends nothing at all, and a ROLLBACK TO SAVEPOINT drops them (issued after
+the savepoint's own trip, it would undo them anyway).
 
 Semantics are sqlite3's: the same SQL runs on the same thread in the same order, errors are
 sqlite3's own exceptions (SQLAlchemy translates them as it does aiosqlite's).
@@ -190,6 +191,11 @@ class Connection(aiosqlite.Connection):
         """The rows of ``sql``, in one trip, without a cursor."""
         return (await self.run(_run, sql, parameters)).rows
 
+    async def flush(self) -> None:
+        """Run the deferred statements now, in one trip."""
+        if self._deferred:
+            await self.run(_each, [])
+
     async def fetch_each(self, statements: list[tuple[str, Any]]) -> list[list[Any]]:
         """The rows of each of ``statements`` (sql, parameters), run in order in one trip."""
         return (await self.run(_each, statements)).rows
@@ -200,6 +206,8 @@ class Connection(aiosqlite.Connection):
 
     async def run(self, function: Callable[..., _Outcome], *args: Any, **kwargs: Any) -> _Outcome:
         deferred = self._take_deferred()
+        if args and isinstance(args[0], str) and args[0].startswith("ROLLBACK TO"):
+            deferred = []  # issued after the savepoint's trip: undone without running them
         self._open = None
         call = self._execute(function, self._conn, *args, deferred=deferred, **kwargs)  # type: ignore[no-untyped-call]
         outcome: _Outcome = await call
