@@ -202,11 +202,8 @@ async def fetch(conn: AsyncConnection, statement: str, parameters: Any) -> list[
     """The rows of ``statement`` (see `sql_for`) as the driver gives them (on SQLite, a JSON
     column's text: see `read_json`). On SQLite straight to the driver: SQLAlchemy's execution
     machinery cost more than the statement's trip (measured: ~130 of ~200 us)."""
-    raw = _driver_of(conn)
-    if not isinstance(raw, driver.Connection):
-        return list((await conn.exec_driver_sql(statement, parameters)).all())
-    with _as_sqlalchemy(statement, parameters):
-        return await raw.fetch(statement, parameters)
+    [rows] = await fetch_each(conn, [(statement, parameters)])
+    return rows
 
 
 async def fetch_each(conn: AsyncConnection, statements: list[tuple[str, Any]]) -> list[list[Any]]:
@@ -273,14 +270,17 @@ def write_json(value: Any) -> str:
 
 
 # orjson reads an integer beyond 64 bits as a float; such a number has 20 digits or more.
+# (psycopg hands the loader bytes, SQLite's columns are text.)
 _LONG_NUMBER = re.compile(r"\d{20}")
+_LONG_NUMBER_BYTES = re.compile(rb"\d{20}")
 
 
 def read_json(text: str | bytes) -> Any:
     """A JSON column's value from its text, as SQLAlchemy's JSON type reads it here: with
     orjson, or json where orjson would not read it exactly (NaN, lone surrogates, integers
     beyond 64 bits)."""
-    if _LONG_NUMBER.search(text if isinstance(text, str) else text.decode()):
+    long = _LONG_NUMBER.search(text) if isinstance(text, str) else _LONG_NUMBER_BYTES.search(text)
+    if long:
         return json.loads(text)
     try:
         return orjson.loads(text)

@@ -187,10 +187,6 @@ class Connection(aiosqlite.Connection):
         ``check`` is called there with the rows it changed, and may raise."""
         self._deferred.append(_Deferred(sql, parameters, many, check))
 
-    async def fetch(self, sql: str, parameters: Any = ()) -> list[Any]:
-        """The rows of ``sql``, in one trip, without a cursor."""
-        return (await self.run(_run, sql, parameters)).rows
-
     async def flush(self) -> None:
         """Run the deferred statements now, in one trip."""
         if self._deferred:
