@@ -44,7 +44,15 @@ from hookstage.metrics import DeliveryMetrics, Family, circuit_families, outcome
 from hookstage.retry import Decision, RetryPolicy, Verdict, decide
 from hookstage.signing import Signer
 from hookstage.store import Store, flush
-from hookstage.store.deliveries import AttemptResult, Claimed, Lease, claim_and_next_due
+from hookstage.store.deliveries import (
+    AttemptResult,
+    Claimed,
+    Lease,
+    claim_and_next_due,
+    claimed_from,
+    claiming,
+    recording,
+)
 from hookstage.store.deliveries import record as record_results
 from hookstage.store.deliveries import release as release_leases
 from hookstage.store.endpoints import disable as disable_endpoints
@@ -375,6 +383,8 @@ class Dispatcher:
     ) -> tuple[list[Claimed], float | None]:
         results = [item for item in items if isinstance(item, AttemptResult)]
         leases = [item for item in items if isinstance(item, Lease)]
+        if not leases and not any(self._eventful(result) for result in results):
+            return await self._exchange_plainly(results, limit, now, exclude)
         claimed: list[Claimed] = []
         due = None
         async with self.store.transaction() as conn:
@@ -392,6 +402,30 @@ class Dispatcher:
                     exclude=exclude,
                 )
         return claimed, due
+
+    def _eventful(self, result: AttemptResult) -> bool:
+        """Whether recording ``result`` does more than write it (see `_exchange`)."""
+        disables = result.decision.verdict is Verdict.DISABLE
+        return disables or (result.settles and self._settle is not None)
+
+    async def _exchange_plainly(
+        self, results: list[AttemptResult], limit: int, now: float, exclude: list[tuple[str, str]]
+    ) -> tuple[list[Claimed], float | None]:
+        """`_exchange` of a turn that only records and claims: one `Store.write` (on SQLite,
+        one trip that holds the writers' turn only to send it)."""
+        dialect = self.store.dialect
+        until = now + self._lease_seconds
+        statements = recording(dialect, results)
+        if limit > 0:
+            statements += claiming(
+                dialect, until=until, now=now, worker=self.worker_id, limit=limit, exclude=exclude
+            )
+        if not statements:
+            return [], None
+        found = await self.store.write(statements)
+        if limit <= 0:
+            return [], None
+        return claimed_from(found, until=until, worker=self.worker_id, limit=limit)
 
     async def _disable_gone(
         self, conn: AsyncConnection, results: list[AttemptResult], now: float

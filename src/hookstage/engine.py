@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from hookstage import payload, schema, workflow
 from hookstage.cipher import Cipher
 from hookstage.retry import Verdict
-from hookstage.store import Duplicate, Store, guard_project, insert_missing
+from hookstage.store import Duplicate, Statement, Store, guard_project, guarding, insert_missing
 from hookstage.store import deliveries as outbox
 from hookstage.store import endpoints as endpoint_store
 from hookstage.store import tasks as task_rows
@@ -74,6 +74,14 @@ class Invalid(EngineError):
 
 class Conflict(EngineError):
     pass
+
+
+class _Changed(Exception):
+    """A step's task or project changed between its read and its write."""
+
+
+# How many times a step reads again after losing its write to a change (see `Engine._step`).
+_STEP_TRIES = 3
 
 
 def timestamp(epoch: float) -> str:
@@ -256,15 +264,11 @@ class Engine:
             )
         return replace(old, workflow=merged, updated_at=now)
 
-    async def _load_project(
-        self, conn: AsyncConnection, project_id: str, *, stamp: float | None = None
-    ) -> Project:
-        """The project, parsed again only when its `updated_at` moved. ``stamp``: its
-        `updated_at` as this transaction read it with the task (see `_load_step`)."""
+    async def _load_project(self, conn: AsyncConnection, project_id: str) -> Project:
+        """The project, parsed again only when its `updated_at` moved."""
         await guard_project(conn, _text(project_id))
-        if stamp is None or conn.dialect.name == "postgresql":
-            # On PostgreSQL the guard may just have waited for a workflow update: read after it.
-            stamp = await task_rows.project_stamp(conn, _text(project_id))
+        # After the guard: on PostgreSQL it may just have waited for a workflow update.
+        stamp = await task_rows.project_stamp(conn, _text(project_id))
         if stamp is None:
             raise NotFound(f"project {project_id!r} not found")
         cached = self._projects.get(project_id)
@@ -272,12 +276,6 @@ class Engine:
             return cached
         row = (await conn.execute(_PROJECT_BY_ID, {"project_id": project_id})).one()
         return self._project_from_row(row._mapping)
-
-    async def _load_step(self, conn: AsyncConnection, task_id: str) -> tuple[Task, Project]:
-        """The task a step moves and its project, the task and the project's stamp read in
-        one statement."""
-        task, stamp = await _load_task_stamped(conn, task_id)
-        return task, await self._load_project(conn, task.project_id, stamp=stamp)
 
     def known_project(self, project_id: str) -> Project | None:
         """The project as this engine last read it (None: not yet). A step's answer shows the
@@ -459,16 +457,14 @@ class Engine:
         user = _required_text(user, "user")
         duration_ms = _duration(duration_ms)
         unsent = _unsent(submission)
-        async with self.store.transaction() as conn:
-            task, project = await self._load_step(conn, task_id)
+
+        def decide(task: Task, project: Project) -> _Move:
             _expect_stage(project, task, {"Label", "Start"}, "submitted")
             _check_submission(project, submission, unsent)
-            moved = self._leave(
-                project, task, user, duration_ms, submission.annotations(), output=0
-            )
-            count = await self._write_moves(conn, project, [moved])
-        self._woken(count)
-        return moved.result
+            annotations = submission.annotations()
+            return self._leave(project, task, user, duration_ms, annotations, output=0)
+
+        return await self._step(task_id, decide)
 
     async def review(
         self,
@@ -483,18 +479,68 @@ class Engine:
         user = _required_text(user, "user")
         duration_ms = _duration(duration_ms)
         unsent = _unsent(submission) if submission is not None else []
-        async with self.store.transaction() as conn:
-            task, project = await self._load_step(conn, task_id)
+
+        def decide(task: Task, project: Project) -> _Move:
             _expect_stage(project, task, {"Review"}, "reviewed")
             annotations = task.annotations
             if submission is not None:
                 _check_submission(project, submission, unsent)
                 annotations = submission.annotations()
             output = 0 if accept else 1
-            moved = self._leave(project, task, user, duration_ms, annotations, output=output)
-            count = await self._write_moves(conn, project, [moved])
-        self._woken(count)
-        return moved.result
+            return self._leave(project, task, user, duration_ms, annotations, output=output)
+
+        return await self._step(task_id, decide)
+
+    async def _step(self, task_id: str, decide: Callable[[Task, Project], _Move]) -> Task:
+        """Move one task as ``decide`` says, from the task and project as last committed.
+
+        They are read, and the move decided and rendered, outside any transaction that
+        writes; the write is one `Store.write`, on condition that neither the task (its
+        version) nor its project (its `updated_at`) changed since the read. If one did, the
+        step starts again from a new read (where ``decide`` may now refuse), up to
+        `_STEP_TRIES` times. On SQLite this keeps the one writer's turn to the trip that
+        writes: held from the read to the commit, it was the limit of steps per second."""
+        for _ in range(_STEP_TRIES):
+            task, project = await self._read_step(task_id)
+            move = decide(task, project)
+            fired = _settle(project, move)
+            try:
+                await self.store.write(self._step_writes(project, move, fired))
+            except _Changed:
+                continue
+            self._woken(len(fired))
+            return move.result
+        raise Conflict(f"task {task_id} is being changed by others: read it again")
+
+    async def _read_step(self, task_id: str) -> tuple[Task, Project]:
+        """The task a step moves (with its batches) and its project, in one short read; the
+        project is read again only if it changed since this engine last did."""
+        dialect = self.store.dialect
+        found = await self.store.read_once(task_rows.loading(dialect, _text(task_id)))
+        loaded = task_rows.loaded(dialect, found)
+        if loaded is None:
+            raise NotFound(f"task {task_id!r} not found")
+        columns, stamp, batches = loaded
+        task = Task(**columns, batches=batches)
+        project = self._projects.get(task.project_id)
+        if project is None or project.updated_at != stamp:
+            async with self.store.read() as conn:
+                project = await self._load_project(conn, task.project_id)
+        return task, project
+
+    def _step_writes(
+        self, project: Project, move: _Move, fired: list[outbox.NewDelivery]
+    ) -> list[Statement]:
+        dialect = self.store.dialect
+        update = task_rows.updating(
+            dialect,
+            move.result.id,
+            _task_values(move.result),
+            expected_version=move.task.version,
+            stamp=project.updated_at,
+            otherwise=_Changed,
+        )
+        return [*guarding(dialect, project.id), update, *outbox.enqueuing(dialect, fired)]
 
     async def release(
         self,
@@ -526,17 +572,16 @@ class Engine:
     async def requeue(self, task_id: str, stage_id: str, *, user: str) -> Task:
         """Put a task into any stage, as a manager does to send work back."""
         user = _required_text(user, "user")
-        async with self.store.transaction() as conn:
-            task, project = await self._load_step(conn, task_id)
+
+        def decide(task: Task, project: Project) -> _Move:
             _stage(project, stage_id)
             now = self.clock()
             left = _history_entry(project, task, now, user, 0)
             task = replace(task, stage_history=[*task.stage_history, left])
             route = workflow.enter(project.workflow, stage_id, _facts(project, task))
-            moved = _Move(task, route, new=False, now=now)
-            count = await self._write_moves(conn, project, [moved])
-        self._woken(count)
-        return moved.result
+            return _Move(task, route, new=False, now=now)
+
+        return await self._step(task_id, decide)
 
     def _leave(
         self,
@@ -570,9 +615,8 @@ class Engine:
         """Write each task where its route ends and enqueue a delivery per Webhook entered."""
         pending: list[outbox.NewDelivery] = []
         for move in moves:
-            final, fired = _walk(project, move)
-            move.result = final
-            pending.extend(fired)
+            pending.extend(_settle(project, move))
+            final = move.result
             if move.new:
                 await _insert_task(conn, final)
             else:
@@ -888,6 +932,12 @@ class _Move:
     new: bool
     now: float
     result: Task = field(init=False)
+
+
+def _settle(project: Project, move: _Move) -> list[outbox.NewDelivery]:
+    """Where the move leaves its task (``move.result``), and the deliveries it fires."""
+    move.result, fired = _walk(project, move)
+    return fired
 
 
 def _walk(project: Project, move: _Move) -> tuple[Task, list[outbox.NewDelivery]]:
@@ -1279,17 +1329,13 @@ async def _with_batches(conn: AsyncConnection, rows: Sequence[sa.Row[Any]]) -> l
 
 
 async def _load_task(conn: AsyncConnection, task_id: str) -> Task:
-    return (await _load_task_stamped(conn, task_id))[0]
-
-
-async def _load_task_stamped(conn: AsyncConnection, task_id: str) -> tuple[Task, float]:
-    """The task and its project's `updated_at`; its batches are read only if it has any."""
+    """The task; its batches are read only if it has any."""
     found = await task_rows.load(conn, _text(task_id))
     if found is None:
         raise NotFound(f"task {task_id!r} not found")
-    task, stamp, batched = found
+    task, _, batched = found
     links = await task_rows.batches_of(conn, [task["id"]]) if batched else {}
-    return Task(**task, batches=links.get(task["id"], [])), stamp
+    return Task(**task, batches=links.get(task["id"], []))
 
 
 def _task_values(task: Task) -> dict[str, Any]:

@@ -14,15 +14,14 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from sqlalchemy.ext.asyncio import AsyncConnection
 from standardwebhooks.webhooks import Webhook
 
 import hookstage
 from hookstage.circuit import CircuitPolicy
 from hookstage.dispatcher import Dispatcher, Endpoint
 from hookstage.signing import Signer
-from hookstage.store import Store, open_store
-from hookstage.store.deliveries import claim_and_next_due
+from hookstage.store import Statement, Store, open_store
+from hookstage.store.deliveries import claimed_from, claiming
 from hookstage.transport import HttpTransport, OutboundRequest, Outcome
 from tests.support.delivery import (
     BODY,
@@ -357,20 +356,29 @@ async def test_a_claim_beside_a_full_endpoint_that_found_nothing_waits_for_news(
     # until new deliveries are announced (or a poll passes): over a big backlog, each
     # such claim steps over every due delivery of the stage it holds back.
     fruitless: list[object] = []
-    claim = claim_and_next_due
+    left_out: list[bool] = []  # whether each claim leaves a stage out, until it is read
+    claims: list[object] = []
 
-    async def counted(conn: AsyncConnection, **options: Any) -> Any:
-        found = await claim(conn, **options)
-        if options["exclude"] and not found[0]:
-            fruitless.append(options["exclude"])
-        return found
+    def noted(dialect: str, **options: Any) -> list[Statement]:
+        left_out.append(bool(options["exclude"]))
+        claims.append(options["exclude"])
+        return claiming(dialect, **options)
 
-    monkeypatch.setattr("hookstage.dispatcher.claim_and_next_due", counted)
+    def counted(found: list[list[Any]], **options: Any) -> Any:
+        claimed = claimed_from(found, **options)
+        if left_out.pop() and not claimed[0]:
+            fruitless.append(claimed)
+        return claimed
+
+    monkeypatch.setattr("hookstage.dispatcher.claiming", noted)
+    monkeypatch.setattr("hookstage.dispatcher.claimed_from", counted)
     receiver.seconds = 0.01  # one at a time: its queue stays full, each answer makes a turn
     busy = await enqueue(store, 60, stage="busy")
     endpoints = {"busy": hub(receiver.url), "other": hub(f"{receiver.url}?other")}
     dispatcher = await start(endpoints, concurrency=8, per_endpoint=1, batch=2, poll_seconds=60)
     await until_state(store, busy, "delivered")
+    assert claims  # the claims went through the patched statements
+    assert left_out == []  # and every one was counted
     assert len(fruitless) <= 1
     other = await enqueue(store, 1, stage="other")
     dispatcher.wake()  # news: it is claimed at once, not at the next poll
@@ -389,18 +397,24 @@ async def test_news_that_comes_during_a_fruitless_claim_is_not_lost(
     dispatchers: list[Dispatcher] = []
     stores: list[Store] = []
     other: list[str] = []
-    claim = claim_and_next_due
+    left_out: list[bool] = []  # whether the turn's claim leaves a stage out
 
-    async def racing(conn: AsyncConnection, **options: Any) -> Any:
-        found = await claim(conn, **options)
-        if options["exclude"] and not found[0] and not other:
+    def noted(dialect: str, **options: Any) -> list[Statement]:
+        left_out.append(bool(options["exclude"]))
+        return claiming(dialect, **options)
+
+    async def racing(statements: list[Statement]) -> list[list[Any]]:
+        found = await write(statements)
+        if left_out and left_out.pop() and not found[-2] and not other:
             other.extend(await enqueue(stores[0], 1, stage="other"))
             dispatchers[0].wake()
         return found
 
-    monkeypatch.setattr("hookstage.dispatcher.claim_and_next_due", racing)
+    monkeypatch.setattr("hookstage.dispatcher.claiming", noted)
     async with seeded_store(postgres_database) as opened:
         stores.append(opened)
+        write = opened.write
+        monkeypatch.setattr(opened, "write", racing)
         await enqueue(opened, 10, stage="busy")
         endpoints: dict[str, Endpoint | None] = {
             "busy": hub(black_hole.url, timeout=30),

@@ -12,6 +12,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -20,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from hookstage.dispatcher import Dispatcher, Endpoint
 from hookstage.retry import RetryPolicy
 from hookstage.signing import Signer
-from hookstage.store import Store, open_store
+from hookstage.store import Statement, Store, open_store
 from hookstage.store import deliveries as outbox
 from hookstage.store.deliveries import NewDelivery
 from hookstage.store.tables import projects, tasks
@@ -251,6 +252,14 @@ class WatchedStore(Store):
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         async with super().transaction() as conn:
             yield conn
+        await self._finish()
+
+    async def write(self, statements: list[Statement]) -> list[list[Any]]:
+        found = await super().write(statements)
+        await self._finish()
+        return found
+
+    async def _finish(self) -> None:
         async with self.changed:
             self.finished += 1
             self.changed.notify_all()

@@ -29,9 +29,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from hookstage.store import driver
+from hookstage.store.driver import Statement
 
 __all__ = [
     "Duplicate",
+    "Statement",
     "Store",
     "StoreError",
     "database_url",
@@ -40,6 +42,7 @@ __all__ = [
     "fetch_each",
     "flush",
     "guard_project",
+    "guarding",
     "insert_missing",
     "open_store",
     "read_json",
@@ -70,16 +73,28 @@ def database_url(value: str | Path) -> str:
     return f"sqlite+aiosqlite:///{Path(text).expanduser().resolve()}"
 
 
+_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    # FULL: a commit that returned survives a power cut; the outbox promise depends on it.
+    "PRAGMA synchronous=FULL",
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA busy_timeout=30000",
+)
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor = dbapi_conn.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    # FULL: a commit that returned survives a power cut; the outbox promise depends on it.
-    cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    for pragma in _PRAGMAS:
+        cursor.execute(pragma)
     cursor.close()
     # Let SQLAlchemy's "begin" event emit BEGIN IMMEDIATE instead of pysqlite's deferred one.
     dbapi_conn.isolation_level = None
+
+
+def _prepare(raw: sqlite3.Connection) -> None:
+    for pragma in _PRAGMAS:
+        raw.execute(pragma).close()
+    raw.isolation_level = None  # `driver.transact` and `snapshot` begin and end themselves
 
 
 def _sqlite_begin(conn: sa.Connection) -> None:
@@ -91,7 +106,7 @@ def _sqlite_begin(conn: sa.Connection) -> None:
     # trip to the database's thread per transaction. An error it meets ("database is
     # locked") is that statement's.
     raw = cast(driver.Connection, conn.connection.driver_connection)  # _create_engine's own
-    raw.defer("BEGIN" if read_only else "BEGIN IMMEDIATE")
+    raw.defer(Statement("BEGIN" if read_only else "BEGIN IMMEDIATE"))
 
 
 _READ_ONLY = "hookstage_read_only"
@@ -107,6 +122,13 @@ class Store:
     # SQLite has one writer at a time. Queueing writers here, in order, is fair and fast;
     # leaving it to SQLite's busy handler makes them sleep in steps of up to 100 ms.
     _writer: asyncio.Lock | None = field(default=None, repr=False)
+    # SQLite: the connection `write` sends its transactions to, opened at the first, and
+    # the last one sent (a transaction through `transaction()` waits for it to finish).
+    _trips: driver.Connection | None = field(default=None, repr=False)
+    _sent: asyncio.Future[Any] | None = field(default=None, repr=False)
+    # SQLite: the connection `read_once` sends its reads to.
+    _reads: driver.Connection | None = field(default=None, repr=False)
+    _opening: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
     # The engine with the read options set once (setting them per read cost a round of
     # SQLAlchemy's machinery each time); it shares the engine's pool.
     _reader: AsyncEngine = field(init=False, repr=False)
@@ -130,13 +152,79 @@ class Store:
         async with self._begin(read_only=True) as conn:
             yield conn
 
+    async def write(self, statements: list[Statement]) -> list[list[Any]]:
+        """Run ``statements`` (see `sql_for`) in one transaction, and give each one's rows.
+        A ``check`` that raises fails the transaction with its error, and nothing is kept.
+
+        On SQLite the transaction is one trip to a connection of its own: the writers' turn
+        is held only to send it, and the database's thread runs what was sent in order (a
+        turn held from the first statement to the commit is held while the event loop,
+        busy with other requests, comes back to each step). On PostgreSQL it is an ordinary
+        transaction. A caller cancelled once it was sent does not stop it."""
+        if self._writer is None:
+            return await self._write_each(statements)
+        async with self._writer:
+            trips = self._trips or await self._open_trips()
+            self._sent = sent = trips.send(driver.transact, statements)
+        try:
+            return await asyncio.shield(sent)
+        except sqlite3.Error as exc:
+            raise _translated(exc) from exc
+
+    async def read_once(self, statements: list[Statement]) -> list[list[Any]]:
+        """The rows of each of ``statements``, short reads from one snapshot. On SQLite one
+        trip to a connection of its own (no pool, no transaction object: a step's read cost
+        more in them than in SQLite); a long read there would hold up the others."""
+        if self._writer is None:
+            async with self.read() as conn:
+                return await fetch_each(conn, [(s.sql, s.parameters) for s in statements])
+        reads = self._reads or await self._open_reads()
+        try:
+            return await asyncio.shield(reads.send(driver.snapshot, statements))
+        except sqlite3.Error as exc:
+            raise _translated(exc) from exc
+
+    async def _write_each(self, statements: list[Statement]) -> list[list[Any]]:
+        found: list[list[Any]] = []
+        async with self.transaction() as conn:
+            for statement in statements:
+                result = await conn.exec_driver_sql(statement.sql, statement.parameters)
+                found.append(list(result.all()) if result.returns_rows else [])
+                if statement.check is not None:
+                    statement.check(result.rowcount)
+        return found
+
+    async def _open_trips(self) -> driver.Connection:
+        self._trips = await self._connect()
+        return self._trips
+
+    async def _open_reads(self) -> driver.Connection:
+        async with self._opening:  # two first reads at once open one connection
+            if self._reads is None:
+                self._reads = await self._connect()
+        return self._reads
+
+    async def _connect(self) -> driver.Connection:
+        args, kwargs = self.engine.dialect.create_connect_args(self.engine.url)
+        connection = await driver.connect(str(args[0]), **kwargs)
+        try:
+            await connection.send(_prepare)
+        except BaseException:
+            await connection.close()
+            raise
+        return connection
+
     @asynccontextmanager
     async def _write_turn(self) -> AsyncIterator[None]:
         if self._writer is None:
             yield
-        else:
-            async with self._writer:
-                yield
+            return
+        async with self._writer:
+            if self._sent is not None and not self._sent.done():
+                # Its connection holds the database until it ends: wait here, not in
+                # SQLite's busy handler (its sleeps grow to 100 ms).
+                await asyncio.wait([self._sent])
+            yield
 
     def _read_options(self) -> dict[str, Any]:
         if self.dialect != "postgresql":
@@ -171,15 +259,29 @@ class Store:
             raise StoreError(f"cannot open the database: {getattr(exc, 'orig', exc)}") from exc
 
     async def close(self) -> None:
+        for connection in (self._trips, self._reads):
+            if connection is not None:
+                await connection.close()
+        self._trips = self._reads = None
         await self.engine.dispose()
 
 
 def _is_duplicate(exc: sa.exc.IntegrityError) -> bool:
-    sqlstate = getattr(exc.orig, "sqlstate", None)  # psycopg
+    return _is_unique_violation(exc.orig)
+
+
+def _is_unique_violation(error: object) -> bool:
+    sqlstate = getattr(error, "sqlstate", None)  # psycopg
     if sqlstate is not None:
         return bool(sqlstate == "23505")  # unique_violation
-    name = getattr(exc.orig, "sqlite_errorname", "")
+    name = getattr(error, "sqlite_errorname", "")
     return name in {"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"}
+
+
+def _translated(exc: sqlite3.Error) -> StoreError:
+    if _is_unique_violation(exc):
+        return Duplicate(f"duplicate key: {exc}")
+    return StoreError(f"database error: {exc}")
 
 
 _JSON_PARAMETER = {"postgresql": "CAST(? AS JSON)"}
@@ -252,7 +354,7 @@ async def execute_later(
     # Inside a savepoint, at once: a write deferred past its RELEASE or ROLLBACK TO would
     # fail (or be undone) outside the savepoint the caller meant it for.
     if isinstance(raw, driver.Connection) and not conn.in_nested_transaction():
-        raw.defer(statement, parameters, many=isinstance(parameters, list), check=check)
+        raw.defer(Statement(statement, parameters, check))
         return
     result = await conn.exec_driver_sql(statement, parameters)
     if check is not None:
@@ -315,13 +417,21 @@ async def guard_project(conn: AsyncConnection, project_id: str, *, exclusive: bo
     they never wait for each other. It is taken in a statement of its own, so the reads
     after it see what a waited-for update committed.
     """
-    if conn.dialect.name != "postgresql" or conn.sync_connection is None:
+    if conn.sync_connection is None:
         return
     if conn.sync_connection.get_execution_options().get(_READ_ONLY, False):
         return  # a read moves nothing
-    take = sa.func.pg_advisory_xact_lock if exclusive else sa.func.pg_advisory_xact_lock_shared
-    key = sa.cast(sa.literal(_PROJECT_LOCK), sa.Integer)
-    await conn.execute(sa.select(take(key, sa.func.hashtext(project_id))))
+    for statement in guarding(conn.dialect.name, project_id, exclusive=exclusive):
+        await conn.exec_driver_sql(statement.sql, statement.parameters)
+
+
+def guarding(dialect: str, project_id: str, *, exclusive: bool = False) -> list[Statement]:
+    """The statements of `guard_project`, for `Store.write` (none on SQLite)."""
+    if dialect != "postgresql":
+        return []
+    take = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+    sql = f"SELECT {take}(CAST(%s AS INTEGER), hashtext(%s))"
+    return [Statement(sql, (_PROJECT_LOCK, project_id))]
 
 
 async def open_store(

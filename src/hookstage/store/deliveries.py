@@ -24,8 +24,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hookstage.retry import Decision, Verdict
-from hookstage.store import execute_later, fetch, fetch_each, sql_for
-from hookstage.store.notify import announce
+from hookstage.store import Statement, execute_later, fetch, fetch_each, sql_for
+from hookstage.store.notify import announce, announcing
 from hookstage.store.tables import attempts, deliveries, delivery_bodies, tasks
 
 __all__ = [
@@ -43,8 +43,11 @@ __all__ = [
     "StageQueue",
     "claim",
     "claim_and_next_due",
+    "claimed_from",
+    "claiming",
     "counts",
     "enqueue",
+    "enqueuing",
     "finished",
     "gate_counts",
     "get_delivery",
@@ -52,6 +55,7 @@ __all__ = [
     "next_due_at",
     "queues",
     "record",
+    "recording",
     "redeliver",
     "redeliver_stage",
     "release",
@@ -203,30 +207,32 @@ _INFO_COLUMNS = (
 
 async def enqueue(conn: AsyncConnection, items: Sequence[NewDelivery]) -> None:
     """Add deliveries, pending, no attempt yet (in the transaction that moved their tasks)."""
+    for statement in enqueuing(conn.dialect.name, items):
+        await execute_later(conn, statement.sql, statement.parameters)
+
+
+def enqueuing(dialect: str, items: Sequence[NewDelivery]) -> list[Statement]:
+    """The statements of `enqueue`, for `Store.write` (none for no items)."""
     if not items:
-        return
-    dialect = conn.dialect.name
-    await execute_later(
-        conn,
-        sql_for(_INSERT_DELIVERY, dialect),
-        [
-            (
-                item.id,
-                item.project_id,
-                item.stage_id,
-                item.task_id,
-                item.external_id,
-                len(item.body),
-                item.due_at,
-                item.created_at,
-            )
-            for item in items
-        ],
-    )
-    await execute_later(
-        conn, sql_for(_INSERT_BODY, dialect), [(item.id, bytes(item.body)) for item in items]
-    )
-    await announce(conn)
+        return []
+    rows = [
+        (
+            item.id,
+            item.project_id,
+            item.stage_id,
+            item.task_id,
+            item.external_id,
+            len(item.body),
+            item.due_at,
+            item.created_at,
+        )
+        for item in items
+    ]
+    return [
+        Statement(sql_for(_INSERT_DELIVERY, dialect), rows),
+        Statement(sql_for(_INSERT_BODY, dialect), [(item.id, bytes(item.body)) for item in items]),
+        *announcing(dialect),
+    ]
 
 
 async def claim(
@@ -247,7 +253,7 @@ async def claim(
     """
     until = now + lease_seconds
     statement, parameters = _claim_statement(
-        conn, now=now, until=until, worker=worker, limit=limit, exclude=exclude
+        conn.dialect.name, now=now, until=until, worker=worker, limit=limit, exclude=exclude
     )
     return _claimed(await fetch(conn, statement, parameters), until, worker)
 
@@ -266,19 +272,45 @@ async def claim_and_next_due(
     SQLite's one writer through both); on PostgreSQL the second statement is sent only when
     the claim took fewer."""
     until = now + lease_seconds
-    claiming = _claim_statement(
-        conn, now=now, until=until, worker=worker, limit=limit, exclude=exclude
+    statement, parameters = _claim_statement(
+        conn.dialect.name, now=now, until=until, worker=worker, limit=limit, exclude=exclude
     )
     if conn.dialect.name != "sqlite":
-        claimed = _claimed(await fetch(conn, *claiming), until, worker)
+        claimed = _claimed(await fetch(conn, statement, parameters), until, worker)
         return claimed, (await next_due_at(conn) if len(claimed) < limit else None)
-    rows, [(due,)] = await fetch_each(conn, [claiming, (sql_for(_NEXT_DUE, "sqlite"), ())])
+    found = await fetch_each(conn, [(statement, parameters), (sql_for(_NEXT_DUE, "sqlite"), ())])
+    return claimed_from(found, until=until, worker=worker, limit=limit)
+
+
+def claiming(
+    dialect: str,
+    *,
+    until: float,
+    now: float,
+    worker: str,
+    limit: int,
+    exclude: Collection[tuple[str, str]] = (),
+) -> list[Statement]:
+    """`claim_and_next_due` as statements for `Store.write` (leases held ``until``); read
+    what their rows say with `claimed_from`."""
+    statement, parameters = _claim_statement(
+        dialect, now=now, until=until, worker=worker, limit=limit, exclude=exclude
+    )
+    return [Statement(statement, parameters), Statement(sql_for(_NEXT_DUE, dialect))]
+
+
+def claimed_from(
+    found: Sequence[Sequence[Any]], *, until: float, worker: str, limit: int
+) -> tuple[list[Claimed], float | None]:
+    """What the rows of `claiming`'s statements (the last two of ``found``) claimed, and
+    when the next delivery is due (None when the claim took ``limit``: more is due now)."""
+    rows, [(due,)] = found[-2:]
     claimed = _claimed(rows, until, worker)
     return claimed, (None if due is None or len(claimed) == limit else float(due))
 
 
 def _claim_statement(
-    conn: AsyncConnection,
+    dialect: str,
     *,
     now: float,
     until: float,
@@ -287,7 +319,7 @@ def _claim_statement(
     exclude: Collection[tuple[str, str]],
 ) -> tuple[str, tuple[Any, ...]]:
     pairs = [value for pair in exclude for value in pair]
-    statement = _claim_sql(conn.dialect.name, len(exclude))
+    statement = _claim_sql(dialect, len(exclude))
     return statement, (until, until, worker, now, *pairs, limit)
 
 
@@ -398,32 +430,42 @@ async def record(conn: AsyncConnection, results: Sequence[AttemptResult]) -> Non
     Every attempt is kept; a result whose lease was lost (expired and claimed again) does
     not change the delivery.
     """
+    for statement in recording(conn.dialect.name, results):
+        await execute_later(conn, statement.sql, statement.parameters)
+
+
+def recording(dialect: str, results: Sequence[AttemptResult]) -> list[Statement]:
+    """`record` as statements for `Store.write` (none for no results)."""
     if not results:
-        return
-    dialect = conn.dialect.name
+        return []
     attempts = [_attempt_row(result) for result in results]
     changes = [_delivery_change(result) for result in results]
     if dialect != "sqlite":  # psycopg sends an executemany's rows in one pipeline already
-        await conn.exec_driver_sql(sql_for(_INSERT_ATTEMPT, dialect), attempts)
-        await conn.exec_driver_sql(sql_for(_RECORD, dialect), changes)
-        return
+        return [
+            Statement(sql_for(_INSERT_ATTEMPT, dialect), attempts),
+            Statement(sql_for(_RECORD, dialect), changes),
+        ]
     # Statements of many rows: sqlite3's executemany lets go of the GIL for each row, and
     # winning it back from the busy event loop each time made recording most of a turn's
     # wall time (measured: 7 ms to insert 200 attempts, 2 ms of it CPU).
-    await _many_rows(conn, _SQLITE_INSERT_ATTEMPTS, attempts)
     # One row per lease, the first, as executemany applied them: in one UPDATE ... FROM, two
     # rows joining the same delivery would leave which one wins to SQLite.
     firsts = {change[-3:]: change for change in reversed(changes)}
-    await _many_rows(conn, _SQLITE_RECORD, list(firsts.values()))
+    return [
+        *_many_rows(_SQLITE_INSERT_ATTEMPTS, attempts),
+        *_many_rows(_SQLITE_RECORD, list(firsts.values())),
+    ]
 
 
-async def _many_rows(conn: AsyncConnection, statement: str, rows: list[tuple[Any, ...]]) -> None:
+def _many_rows(statement: str, rows: list[tuple[Any, ...]]) -> list[Statement]:
     """``statement`` with its ``{rows}`` placeholder filled, in chunks of rows."""
+    found: list[Statement] = []
     for start in range(0, len(rows), _ROWS_PER_STATEMENT):
         chunk = rows[start : start + _ROWS_PER_STATEMENT]
         marks = ", ".join([f"({', '.join('?' * len(chunk[0]))})"] * len(chunk))
         values = tuple(value for row in chunk for value in row)
-        await execute_later(conn, statement.format(rows=marks), values)
+        found.append(Statement(statement.format(rows=marks), values))
+    return found
 
 
 # At most 9 values a row: well under SQLite's limit of 32,766 bound values a statement.

@@ -22,15 +22,19 @@ sqlite3's own exceptions (SQLAlchemy translates them as it does aiosqlite's).
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import sqlite3
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
-__all__ = ["Connection", "Cursor", "connect"]
+__all__ = ["Connection", "Cursor", "Statement", "connect", "snapshot", "transact"]
+
+T = TypeVar("T")
 
 _Description = tuple[tuple[Any, ...], ...] | None
 
@@ -45,26 +49,64 @@ class _Outcome:
 
 
 @dataclass(frozen=True)
-class _Deferred:
+class Statement:
+    """A statement for the connection's thread; with a list of parameter rows, run once per
+    row. ``check`` is called there with the rows it changed, and raises to fail it (and so
+    the transaction)."""
+
     sql: str
-    parameters: Any
-    many: bool
-    # Called with the rows the statement changed, on the connection's thread; it raises to
-    # fail the statement (and so the transaction).
+    parameters: Any = ()
     check: Callable[[int], None] | None = None
 
+    @property
+    def many(self) -> bool:
+        return isinstance(self.parameters, list)
 
-def _run_deferred(raw: sqlite3.Connection, deferred: list[_Deferred]) -> None:
-    for statement in deferred:
-        run = raw.executemany if statement.many else raw.execute
-        cursor = run(statement.sql, statement.parameters)
+
+def _rows_of(raw: sqlite3.Connection, statement: Statement) -> list[Any]:
+    """On the connection's thread: run ``statement``, check it, and give its rows."""
+    run = raw.executemany if statement.many else raw.execute
+    cursor = run(statement.sql, statement.parameters)
+    try:
+        rows = cursor.fetchall() if cursor.description else []
         changed = cursor.rowcount
+    finally:
         cursor.close()
-        if statement.check is not None:
-            statement.check(changed)
+    if statement.check is not None:
+        statement.check(changed)
+    return rows
 
 
-def _commit(raw: sqlite3.Connection, deferred: list[_Deferred]) -> None:
+def _run_deferred(raw: sqlite3.Connection, deferred: list[Statement]) -> None:
+    for statement in deferred:
+        _rows_of(raw, statement)
+
+
+def transact(raw: sqlite3.Connection, statements: list[Statement]) -> list[list[Any]]:
+    """On the connection's thread: ``statements`` in one write transaction, committed; each
+    one's rows. Any failure rolls it all back and is raised."""
+    raw.execute("BEGIN IMMEDIATE")
+    try:
+        found = [_rows_of(raw, statement) for statement in statements]
+        raw.commit()
+    except BaseException:
+        if raw.in_transaction:
+            raw.rollback()
+        raise
+    return found
+
+
+def snapshot(raw: sqlite3.Connection, statements: list[Statement]) -> list[list[Any]]:
+    """On the connection's thread: the rows of each of ``statements``, read from one
+    snapshot (a read transaction, ended before this returns)."""
+    raw.execute("BEGIN")
+    try:
+        return [_rows_of(raw, statement) for statement in statements]
+    finally:
+        raw.rollback()
+
+
+def _commit(raw: sqlite3.Connection, deferred: list[Statement]) -> None:
     _run_deferred(raw, deferred)
     raw.commit()
 
@@ -75,7 +117,7 @@ def _run(
     parameters: Any,
     *,
     many: bool = False,
-    deferred: list[_Deferred] | None = None,
+    deferred: list[Statement] | None = None,
 ) -> _Outcome:
     """On the connection's thread: the deferred statements, then the whole statement, its
     rows read and its cursor closed."""
@@ -98,7 +140,7 @@ def _each(
     raw: sqlite3.Connection,
     statements: list[tuple[str, Any]],
     *,
-    deferred: list[_Deferred] | None = None,
+    deferred: list[Statement] | None = None,
 ) -> _Outcome:
     """On the connection's thread: the deferred statements, then each of ``statements``;
     the outcome's rows are a list of each one's rows."""
@@ -170,22 +212,21 @@ class Connection(aiosqlite.Connection):
     def __init__(self, connector: Callable[[], sqlite3.Connection], iter_chunk_size: int) -> None:
         super().__init__(connector, iter_chunk_size)
         # Statements to run before the next one, in the same trip (see the module's docstring).
-        self._deferred: list[_Deferred] = []
+        self._deferred: list[Statement] = []
 
     def cursor(self) -> Cursor:  # type: ignore[override]  # no trip: the cursor is in memory
         return Cursor(self)
 
-    def defer(
-        self,
-        sql: str,
-        parameters: Any = (),
-        *,
-        many: bool = False,
-        check: Callable[[int], None] | None = None,
-    ) -> None:
-        """Run ``sql`` just before the next statement or the commit, in the same trip;
-        ``check`` is called there with the rows it changed, and may raise."""
-        self._deferred.append(_Deferred(sql, parameters, many, check))
+    def defer(self, statement: Statement) -> None:
+        """Run ``statement`` just before the next statement or the commit, in the same trip."""
+        self._deferred.append(statement)
+
+    def send(self, function: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Queue ``function(sqlite3_connection, *args)`` for the connection's thread now (not
+        when awaited, as aiosqlite's own calls do): what is sent later runs after it."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._tx.put_nowait((future, functools.partial(function, self._conn, *args)))
+        return future
 
     async def flush(self) -> None:
         """Run the deferred statements now, in one trip."""
@@ -196,7 +237,7 @@ class Connection(aiosqlite.Connection):
         """The rows of each of ``statements`` (sql, parameters), run in order in one trip."""
         return (await self.run(_each, statements)).rows
 
-    def _take_deferred(self) -> list[_Deferred]:
+    def _take_deferred(self) -> list[Statement]:
         deferred, self._deferred = self._deferred, []
         return deferred
 

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from hookstage.store import database_url
+from hookstage.store import Statement, database_url
 
 if TYPE_CHECKING:
     import psycopg
 
-__all__ = ["CHANNEL", "LISTENER_NAME", "announce", "listen"]
+__all__ = ["CHANNEL", "LISTENER_NAME", "announce", "announcing", "listen"]
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +35,13 @@ _NOTIFY = f"NOTIFY {CHANNEL}"
 async def announce(conn: AsyncConnection) -> None:
     """Tell every listening process, at commit, that deliveries are due (PostgreSQL only:
     on SQLite the dispatcher shares the process, or polls)."""
-    if conn.dialect.name == "postgresql":
-        await conn.exec_driver_sql(_NOTIFY)
+    for statement in announcing(conn.dialect.name):
+        await conn.exec_driver_sql(statement.sql)
+
+
+def announcing(dialect: str) -> list[Statement]:
+    """The statements of `announce`, for `Store.write`."""
+    return [Statement(_NOTIFY)] if dialect == "postgresql" else []
 
 
 async def listen(

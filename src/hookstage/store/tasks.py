@@ -15,10 +15,20 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from hookstage.store import execute_later, fetch, read_json, sql_for, write_json
+from hookstage.store import Statement, execute_later, fetch, read_json, sql_for, write_json
 from hookstage.store.tables import tasks
 
-__all__ = ["COLUMNS", "WRITTEN", "batches_of", "load", "project_stamp", "update"]
+__all__ = [
+    "COLUMNS",
+    "WRITTEN",
+    "batches_of",
+    "load",
+    "loaded",
+    "loading",
+    "project_stamp",
+    "update",
+    "updating",
+]
 
 COLUMNS = tuple(column.name for column in tasks.c)
 _JSON = tuple(column.name for column in tasks.c if isinstance(column.type, sa.JSON))
@@ -52,15 +62,39 @@ async def load(conn: AsyncConnection, task_id: str) -> tuple[dict[str, Any], flo
     batch; None if there is no such task."""
     dialect = conn.dialect.name
     rows = await fetch(conn, sql_for(_LOAD, dialect), (task_id,))
-    if not rows:
-        return None
-    *values, stamp, batched = rows[0]
+    return _task_of(dialect, rows[0]) if rows else None
+
+
+def _task_of(dialect: str, row: Any) -> tuple[dict[str, Any], float, bool]:
+    *values, stamp, batched = row
     task = dict(zip(COLUMNS, values, strict=True))
     if dialect == "sqlite":  # psycopg decodes JSON columns itself
         for name in _JSON:
             if task[name] is not None:
                 task[name] = read_json(task[name])
     return task, stamp, bool(batched)
+
+
+def loading(dialect: str, task_id: str) -> list[Statement]:
+    """`load` and the task's `batches_of` as statements for `Store.read_once`; read what
+    their rows say with `loaded`."""
+    batches = _BATCHES_OF.format(ids="?")
+    return [
+        Statement(sql_for(_LOAD, dialect), (task_id,)),
+        Statement(sql_for(batches, dialect), (task_id,)),
+    ]
+
+
+def loaded(
+    dialect: str, found: list[list[Any]]
+) -> tuple[dict[str, Any], float, list[tuple[str, str]]] | None:
+    """The task's columns, its project's `updated_at` and its batches from the rows of
+    `loading`'s statements; None if there is no such task."""
+    rows, batches = found
+    if not rows:
+        return None
+    task, stamp, _ = _task_of(dialect, rows[0])
+    return task, stamp, [(batch_id, name) for _, batch_id, name in batches]
 
 
 _BATCHES_OF = """
@@ -107,11 +141,34 @@ async def update(
     is not, the transaction fails with ``otherwise()``. On SQLite the transaction holds the
     database since it read the task, so that cannot happen, and the write goes with the
     transaction's next trip; on PostgreSQL another transaction may have moved it."""
+    statement = updating(
+        conn.dialect.name, task_id, values, expected_version=expected_version, otherwise=otherwise
+    )
+    await execute_later(conn, statement.sql, statement.parameters, check=statement.check)
+
+
+def updating(
+    dialect: str,
+    task_id: str,
+    values: Mapping[str, Any],
+    *,
+    expected_version: int,
+    otherwise: Callable[[], Exception],
+    stamp: float | None = None,
+) -> Statement:
+    """`update` as a statement for `Store.write`. With ``stamp``, the task is written only
+    if its project's `updated_at` is still ``stamp`` as well (for a step that read both
+    before its transaction)."""
 
     def check(changed: int) -> None:
         if changed != 1:
             raise otherwise()
 
     bound = [write_json(values[n]) if n in _JSON else values[n] for n in WRITTEN]
-    statement = sql_for(_UPDATE, conn.dialect.name)
-    await execute_later(conn, statement, (*bound, task_id, expected_version), check=check)
+    if stamp is None:
+        return Statement(sql_for(_UPDATE, dialect), (*bound, task_id, expected_version), check)
+    parameters = (*bound, task_id, expected_version, stamp)
+    return Statement(sql_for(_UPDATE + _STAMPED, dialect), parameters, check)
+
+
+_STAMPED = " AND (SELECT updated_at FROM projects WHERE projects.id = tasks.project_id) = ?"
