@@ -3,6 +3,9 @@
 Every use case runs in one transaction (`Store.transaction()`); dialect-specific SQL is kept
 in the query modules beside this one, behind plain async functions that take a connection.
 
+A transaction whose statements are known up front (a step's write, a dispatcher's turn) is
+one `Store.write`: on SQLite a single trip to a connection kept for writes.
+
 On SQLite one writer at a time holds the database (queued here, in order); on PostgreSQL
 writers run at once, at READ COMMITTED, and a change that two of them race for is decided by
 the row: an update conditioned on what it read (a version) or a unique key. The loser of a
@@ -166,10 +169,7 @@ class Store:
         async with self._writer:
             trips = self._trips or await self._open_trips()
             self._sent = sent = trips.send(driver.transact, statements)
-        try:
-            return await asyncio.shield(sent)
-        except sqlite3.Error as exc:
-            raise _translated(exc) from exc
+        return await _outcome(sent)
 
     async def read_once(self, statements: list[Statement]) -> list[list[Any]]:
         """The rows of each of ``statements``, short reads from one snapshot. On SQLite one
@@ -179,10 +179,7 @@ class Store:
             async with self.read() as conn:
                 return await fetch_each(conn, [(s.sql, s.parameters) for s in statements])
         reads = self._reads or await self._open_reads()
-        try:
-            return await asyncio.shield(reads.send(driver.snapshot, statements))
-        except sqlite3.Error as exc:
-            raise _translated(exc) from exc
+        return await _outcome(reads.send(driver.snapshot, statements))
 
     async def _write_each(self, statements: list[Statement]) -> list[list[Any]]:
         found: list[list[Any]] = []
@@ -276,6 +273,22 @@ def _is_unique_violation(error: object) -> bool:
         return bool(sqlstate == "23505")  # unique_violation
     name = getattr(error, "sqlite_errorname", "")
     return name in {"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"}
+
+
+async def _outcome(sent: asyncio.Future[list[list[Any]]]) -> list[list[Any]]:
+    """What a trip sent to SQLite's thread gave, its errors as the store's own. A caller
+    cancelled meanwhile leaves the trip to finish (it cannot be taken back), its error read
+    and dropped rather than logged as never retrieved."""
+    sent.add_done_callback(_retrieved)
+    try:
+        return await asyncio.shield(sent)
+    except sqlite3.Error as exc:
+        raise _translated(exc) from exc
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _translated(exc: sqlite3.Error) -> StoreError:

@@ -18,6 +18,10 @@ the savepoint's own trip, it would undo them anyway).
 
 Semantics are sqlite3's: the same SQL runs on the same thread in the same order, errors are
 sqlite3's own exceptions (SQLAlchemy translates them as it does aiosqlite's).
+
+Outside SQLAlchemy, `Connection.send` queues a function for the thread at once: `transact`
+runs a whole write transaction (statements, their checks, the commit) in one trip,
+`snapshot` a whole read (see `Store.write` and `Store.read_once`).
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """The statements every step runs: read its task with its project's stamp (and the task's
-batches, if it has any), and write the task back at the version it read.
+batches), and write the task back at the version it read.
 
-They run for every submit, review and requeue, inside the write transaction that SQLite's
-one writer holds: written out in SQL and run through the driver (see `fetch` and
-`execute_later`), each cost ~130 us less than through SQLAlchemy, and the write goes with
-the commit's trip. The dispatcher reads a project's stamp for every turn that claims.
+They run for every submit, review and requeue: written out in SQL and run through the
+driver, each cost ~130 us less than through SQLAlchemy. A step reads with `loading` (one
+`Store.read_once`) and writes with `updating` (in one `Store.write`, conditioned on the
+version and the project's stamp it read); `load` and `update` are the same statements
+inside a transaction.
 """
 
 from __future__ import annotations
