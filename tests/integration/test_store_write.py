@@ -3,7 +3,8 @@ steps, which read before they write, losing their write to a change made meanwhi
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from hookstage.engine import Conflict, Engine
-from hookstage.store import Duplicate, Statement, Store, sql_for
+from hookstage.store import Duplicate, Statement, Store, open_store, sql_for
 from hookstage.store.tables import batches, projects
 from tests.support.engine import World, labeled, standard_flow
 
@@ -116,14 +117,22 @@ class _Meddling(Store):
         return await super().write(statements)
 
 
-async def _meddled(world: World, meddle: Callable[[], Awaitable[Any]], times: int) -> Engine:
-    """An engine whose steps' writes each come after ``meddle`` (done with the world's)."""
-    store = _Meddling(world.store.engine, meddle=meddle, times=times)
-    return Engine(store, clock=world.clock)
+@contextlib.asynccontextmanager
+async def _meddled(
+    world: World, database: str, meddle: Callable[[], Awaitable[Any]], times: int
+) -> AsyncIterator[Engine]:
+    """An engine on its own store, whose steps' writes each come after ``meddle`` (done
+    with the world's engine)."""
+    opened = await open_store(database, migrate=False)
+    store = _Meddling(opened.engine, meddle=meddle, times=times)
+    try:
+        yield Engine(store, clock=world.clock)
+    finally:
+        await store.close()
 
 
 async def test_a_step_whose_workflow_changed_after_its_read_moves_by_the_new_one(
-    world: World,
+    world: World, database: str
 ) -> None:
     project_id, task_id = await world.one_task()
     newer = standard_flow(format="ango-2025")
@@ -132,39 +141,43 @@ async def test_a_step_whose_workflow_changed_after_its_read_moves_by_the_new_one
         world.clock.advance(1)  # a new `updated_at`, the step's condition
         await world.engine.update_workflow(project_id, newer)
 
-    engine = await _meddled(world, reformat, times=1)
-    moved = await engine.submit(task_id, labeled(1), user="ann@example.com")
+    async with _meddled(world, database, reformat, times=1) as engine:
+        moved = await engine.submit(task_id, labeled(1), user="ann@example.com")
     assert moved.stage_id == "review"
     [body] = await world.bodies(project_id)
     assert "batchNames" in body  # rendered again, as ango-2025, after the update
     assert body["task"]["stageName"] == "Webhook"
 
 
-async def test_a_step_whose_task_moved_after_its_read_reads_it_again(world: World) -> None:
+async def test_a_step_whose_task_moved_after_its_read_reads_it_again(
+    world: World, database: str
+) -> None:
     project_id, task_id = await world.one_task()
     before = await world.engine.get_task(task_id)
 
     async def submit_first() -> None:
         await world.engine.submit(task_id, labeled(2), user="bob@example.com")
 
-    engine = await _meddled(world, submit_first, times=1)
-    with pytest.raises(Conflict, match="Review"):  # read again: it is not at Label any more
-        await engine.submit(task_id, labeled(1), user="ann@example.com")
+    async with _meddled(world, database, submit_first, times=1) as engine:
+        with pytest.raises(Conflict, match="Review"):  # read again: not at Label any more
+            await engine.submit(task_id, labeled(1), user="ann@example.com")
     after = await world.engine.get_task(task_id)
     assert (after.version, after.updated_by) == (before.version + 1, "bob@example.com")
     assert len(await world.bodies(project_id)) == 1
 
 
-async def test_a_step_that_keeps_losing_gives_up_with_a_conflict(world: World) -> None:
+async def test_a_step_that_keeps_losing_gives_up_with_a_conflict(
+    world: World, database: str
+) -> None:
     project_id, task_id = await world.one_task()
 
     async def touch() -> None:
         await world.engine.requeue(task_id, "Label", user="manager@example.com")
 
-    engine = await _meddled(world, touch, times=10)
-    with pytest.raises(Conflict, match="being changed by others"):
-        await engine.submit(task_id, labeled(1), user="ann@example.com")
-    assert engine.store.times == 10 - 3  # type: ignore[attr-defined]  # three tries
+    async with _meddled(world, database, touch, times=10) as engine:
+        with pytest.raises(Conflict, match="being changed by others"):
+            await engine.submit(task_id, labeled(1), user="ann@example.com")
+        assert engine.store.times == 10 - 3  # type: ignore[attr-defined]  # three tries
     task = await world.engine.get_task(task_id)
     assert task.stage_id == "Label"
     assert await world.bodies(project_id) == []
