@@ -219,13 +219,12 @@ async def test_a_transaction_comes_after_every_write_sent_before_it(sqlite_store
     """SQLite: writes are sent to a connection of their own; a transaction through the pool
     waits for them to end instead of meeting their lock (or slipping in between them)."""
     store = sqlite_store
-    add = "INSERT INTO api_keys (id, name, key_hash, role, created_at) VALUES (?, ?, ?, ?, 0)"
 
     async def count() -> int:
         async with store.transaction() as conn:
             counted = await conn.execute(sa.select(sa.func.count()).select_from(api_keys))
             return int(counted.scalar_one())
 
-    writes = [store.write([Statement(add, tuple(_key(n).values()))]) for n in range(50)]
+    writes = [store.write([Statement(_INSERT_KEY, _key_row(n))]) for n in range(50)]
     *_, seen = await asyncio.gather(*writes, count())
     assert seen == 50
