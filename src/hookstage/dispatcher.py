@@ -404,7 +404,8 @@ class Dispatcher:
         return claimed, due
 
     def _eventful(self, result: AttemptResult) -> bool:
-        """Whether recording ``result`` does more than write it (see `_exchange`)."""
+        """Whether recording ``result`` does more than write it (see `_exchange`): what
+        `_disable_gone` and `_settled` act on. Keep the three in step."""
         disables = result.decision.verdict is Verdict.DISABLE
         return disables or (result.settles and self._settle is not None)
 

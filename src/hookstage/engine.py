@@ -8,6 +8,7 @@ that rolled back. Decisions (routing, annotation checks, rendering) are pure fun
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import secrets
@@ -267,7 +268,8 @@ class Engine:
     async def _load_project(self, conn: AsyncConnection, project_id: str) -> Project:
         """The project, parsed again only when its `updated_at` moved."""
         await guard_project(conn, _text(project_id))
-        # After the guard: on PostgreSQL it may just have waited for a workflow update.
+        # After the guard: in a PostgreSQL transaction that writes, it may just have waited
+        # for a workflow update.
         stamp = await task_rows.project_stamp(conn, _text(project_id))
         if stamp is None:
             raise NotFound(f"project {project_id!r} not found")
@@ -508,6 +510,9 @@ class Engine:
                 await self.store.write(self._step_writes(project, move, fired))
             except _Changed:
                 continue
+            except asyncio.CancelledError:
+                self._woken(len(fired))  # the write may commit all the same: look, at worst
+                raise
             self._woken(len(fired))
             return move.result
         raise Conflict(f"task {task_id} is being changed by others: read it again")

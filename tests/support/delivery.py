@@ -256,7 +256,8 @@ class WatchedStore(Store):
 
     async def write(self, statements: list[Statement]) -> list[list[Any]]:
         found = await super().write(statements)
-        await self._finish()
+        if self.dialect != "postgresql":  # where it is a `transaction()`, counted there
+            await self._finish()
         return found
 
     async def _finish(self) -> None:

@@ -1,10 +1,9 @@
 """Storage: one interface over SQLite (the embedded default) and PostgreSQL.
 
-Every use case runs in one transaction (`Store.transaction()`); dialect-specific SQL is kept
-in the query modules beside this one, behind plain async functions that take a connection.
-
-A transaction whose statements are known up front (a step's write, a dispatcher's turn) is
-one `Store.write`: on SQLite a single trip to a connection kept for writes.
+Every use case runs in one transaction: `Store.transaction()`, or, for one whose statements
+are known up front (a step's write, a dispatcher's turn), `Store.write` (on SQLite a single
+trip to a connection kept for writes). Dialect-specific SQL is kept in the query modules
+beside this one, behind plain functions that take a connection or build the statements.
 
 On SQLite one writer at a time holds the database (queued here, in order); on PostgreSQL
 writers run at once, at READ COMMITTED, and a change that two of them race for is decided by
@@ -162,8 +161,9 @@ class Store:
         On SQLite the transaction is one trip to a connection of its own: the writers' turn
         is held only to send it, and the database's thread runs what was sent in order (a
         turn held from the first statement to the commit is held while the event loop,
-        busy with other requests, comes back to each step). On PostgreSQL it is an ordinary
-        transaction. A caller cancelled once it was sent does not stop it."""
+        busy with other requests, comes back to each step); a caller cancelled once it was
+        sent does not stop it. On PostgreSQL it is an ordinary transaction (a cancelled one
+        is rolled back)."""
         if self._writer is None:
             return await self._write_each(statements)
         async with self._writer:
@@ -202,12 +202,16 @@ class Store:
         return self._reads
 
     async def _connect(self) -> driver.Connection:
-        args, kwargs = self.engine.dialect.create_connect_args(self.engine.url)
-        connection = await driver.connect(str(args[0]), **kwargs)
+        try:
+            connection = await _sqlite_connection(self.engine)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the database: {exc}") from exc
         try:
             await connection.send(_prepare)
-        except BaseException:
+        except BaseException as exc:
             await connection.close()
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"cannot open the database: {exc}") from exc
             raise
         return connection
 
@@ -256,10 +260,10 @@ class Store:
             raise StoreError(f"cannot open the database: {getattr(exc, 'orig', exc)}") from exc
 
     async def close(self) -> None:
-        for connection in (self._trips, self._reads):
+        connections, self._trips, self._reads = (self._trips, self._reads), None, None
+        for connection in connections:
             if connection is not None:
                 await connection.close()
-        self._trips = self._reads = None
         await self.engine.dispose()
 
 
@@ -283,7 +287,10 @@ async def _outcome(sent: asyncio.Future[list[list[Any]]]) -> list[list[Any]]:
     try:
         return await asyncio.shield(sent)
     except sqlite3.Error as exc:
-        raise _translated(exc) from exc
+        translated = _translated(exc)
+        if translated is exc:
+            raise
+        raise translated from exc
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:
@@ -291,10 +298,15 @@ def _retrieved(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
-def _translated(exc: sqlite3.Error) -> StoreError:
+def _translated(exc: sqlite3.Error) -> Exception:
+    """As `_begin` translates SQLAlchemy's: a unique key taken is `Duplicate`, the database
+    failing (locked, full, unreadable) `StoreError`; any other error (a statement's own
+    mistake) stays as it is, a bug to see whole."""
     if _is_unique_violation(exc):
         return Duplicate(f"duplicate key: {exc}")
-    return StoreError(f"database error: {exc}")
+    if isinstance(exc, sqlite3.OperationalError):
+        return StoreError(f"database error: {exc}")
+    return exc
 
 
 _JSON_PARAMETER = {"postgresql": "CAST(? AS JSON)"}
@@ -468,14 +480,19 @@ async def open_store(
     return store
 
 
+async def _sqlite_connection(engine: AsyncEngine) -> driver.Connection:
+    """A new connection to the engine's SQLite file, with the URL's own arguments."""
+    args, kwargs = engine.dialect.create_connect_args(engine.url)
+    return await driver.connect(str(args[0]), **kwargs)
+
+
 def _create_engine(url: str, pool_size: int | None) -> AsyncEngine:
     if url.startswith("sqlite"):
         size = pool_size or 8
         engine: AsyncEngine
 
         async def connect() -> driver.Connection:
-            args, kwargs = engine.dialect.create_connect_args(engine.url)
-            return await driver.connect(str(args[0]), **kwargs)
+            return await _sqlite_connection(engine)
 
         # The URL's own arguments, through a driver that makes one trip per statement.
         engine = create_async_engine(

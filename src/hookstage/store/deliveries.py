@@ -291,8 +291,10 @@ def claiming(
     limit: int,
     exclude: Collection[tuple[str, str]] = (),
 ) -> list[Statement]:
-    """`claim_and_next_due` as statements for `Store.write` (leases held ``until``); read
-    what their rows say with `claimed_from`."""
+    """A claim and the next due time as statements for `Store.write` (leases held
+    ``until``); read what their rows say with `claimed_from`. Unlike `claim_and_next_due`,
+    the next due time is asked for on PostgreSQL as well, whatever the claim took: the
+    statements are fixed before they run."""
     statement, parameters = _claim_statement(
         dialect, now=now, until=until, worker=worker, limit=limit, exclude=exclude
     )

@@ -89,6 +89,8 @@ def _run_deferred(raw: sqlite3.Connection, deferred: list[Statement]) -> None:
 def transact(raw: sqlite3.Connection, statements: list[Statement]) -> list[list[Any]]:
     """On the connection's thread: ``statements`` in one write transaction, committed; each
     one's rows. Any failure rolls it all back and is raised."""
+    if raw.in_transaction:  # a rollback that failed before: do not write inside its leftovers
+        raw.rollback()
     raw.execute("BEGIN IMMEDIATE")
     try:
         found = [_rows_of(raw, statement) for statement in statements]
