@@ -167,8 +167,9 @@ class Store:
         if self._writer is None:
             return await self._write_each(statements)
         async with self._writer:
-            trips = self._trips or await self._open_trips()
-            self._sent = sent = trips.send(driver.transact, statements)
+            if self._trips is None:  # opened under the writers' turn: once
+                self._trips = await self._connect()
+            self._sent = sent = self._trips.send(driver.transact, statements)
         return await _outcome(sent)
 
     async def read_once(self, statements: list[Statement]) -> list[list[Any]]:
@@ -191,10 +192,6 @@ class Store:
                     statement.check(result.rowcount)
         return found
 
-    async def _open_trips(self) -> driver.Connection:
-        self._trips = await self._connect()
-        return self._trips
-
     async def _open_reads(self) -> driver.Connection:
         async with self._opening:  # two first reads at once open one connection
             if self._reads is None:
@@ -204,15 +201,13 @@ class Store:
     async def _connect(self) -> driver.Connection:
         try:
             connection = await _sqlite_connection(self.engine)
+            try:
+                await connection.send(_prepare)
+            except BaseException:
+                await connection.close()
+                raise
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the database: {exc}") from exc
-        try:
-            await connection.send(_prepare)
-        except BaseException as exc:
-            await connection.close()
-            if isinstance(exc, sqlite3.Error):
-                raise StoreError(f"cannot open the database: {exc}") from exc
-            raise
         return connection
 
     @asynccontextmanager
