@@ -13,6 +13,10 @@ black-holed endpoint holds only its own workers. Each endpoint (URL) has a circu
 (their retry budget untouched) until a probe after the cool-down succeeds; then what
 waited is claimed as usual.
 
+Hand-off: a step in this process may claim its new deliveries in its own write, on room
+the dispatcher ``reserve``s, and ``adopt`` them for sending at once: no wake, no turn, no
+claim between the commit and the request.
+
 A 410 Gone disables the stage's endpoint (``store.endpoints``) in the transaction that
 records it. A ``settle`` hook, when given, runs in every recording transaction with the
 attempts it records: the engine moves gate-mode tasks on there.
@@ -30,7 +34,7 @@ import socket
 import ssl
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -47,6 +51,7 @@ from hookstage.store import Store, flush
 from hookstage.store.deliveries import (
     AttemptResult,
     Claimed,
+    Handoff,
     Lease,
     claim_and_next_due,
     claimed_from,
@@ -189,6 +194,8 @@ class Dispatcher:
         self._rand = rand
         # Claimed and not yet recorded: sending, waiting for a slot, or queued for the writer.
         self._outstanding: set[Lease] = set()
+        # Room held for hand-offs whose write is under way (see `reserve`).
+        self._reserved = 0
         # Claimed ahead of sending: enough to keep every slot busy while the next claim and
         # the last group commit run; per endpoint less than the whole, so one black hole
         # cannot hold every claim.
@@ -209,6 +216,8 @@ class Dispatcher:
         # how many wakes there have been (one during that claim makes it news all the same).
         self._fruitless: tuple[frozenset[tuple[str, str]], float] | None = None
         self._wakes = 0
+        # Until when turns need not claim: the last claim found all there was (see `_limit`).
+        self._quiet_until = 0.0
         self._stop_requested = asyncio.Event()
         self._stopped = asyncio.Event()
         self._stopping = False
@@ -223,6 +232,7 @@ class Dispatcher:
         Call it from the dispatcher's event loop."""
         self._fresh = True
         self._fruitless = None
+        self._quiet_until = 0.0
         self._wakes += 1
         self._nudge.set()
 
@@ -246,6 +256,39 @@ class Dispatcher:
             "circuits": circuits,
             "endpoints": endpoints,
         }
+
+    # -- hand-off: deliveries claimed in the write that enqueues them ------------------------
+
+    def reserve(self, stages: Sequence[tuple[str, str]]) -> Handoff | None:
+        """Room for one delivery to each of ``stages`` (project, stage), claimed in the
+        write that enqueues them (`claiming_these`); None when there is none to give: not
+        running or stopping, no room, or a stage held back (its endpoint's queue full, its
+        circuit open, or a 410 just answered). Pass what is returned to `adopt` once the
+        write is done, or to `unreserve` if it failed."""
+        if not self._running or self._stopping or self._room() < len(stages):
+            return None
+        now = self._clock()
+        held = self._held_back(now)
+        if any(stage in self._gone or stage in held for stage in stages):
+            return None
+        self._reserved += len(stages)
+        return Handoff(self.worker_id, now + self._lease_seconds, len(stages))
+
+    async def adopt(self, handoff: Handoff, claimed: Sequence[Claimed], resolve: Resolve) -> None:
+        """Send what the write of ``handoff`` claimed, each to its stage's endpoint as
+        ``resolve`` gives it (in place of the dispatcher's own: the caller knows the stages
+        as that write found them). Once stopping, they are released instead, at once: the
+        turns that would record it may be over."""
+        self._reserved -= handoff.count
+        if not self._stopping:
+            self._accept(claimed, await self._resolve_all(_stages_of(claimed), resolve))
+            return
+        async with self.store.transaction() as conn:
+            await release_leases(conn, [item.lease for item in claimed], now=self._clock())
+
+    def unreserve(self, handoff: Handoff) -> None:
+        """Give back the room of a ``handoff`` whose write did not happen."""
+        self._reserved -= handoff.count
 
     def circuit_states(self) -> dict[tuple[str, str], str]:
         """The circuit of each (project, stage) this dispatcher has sent for."""
@@ -312,10 +355,10 @@ class Dispatcher:
 
     async def _turn(self) -> float:
         """One turn; returns how long to wait for a nudge before the next (0: go on)."""
-        items = [self._finished.popleft() for _ in range(min(len(self._finished), self._batch))]
+        items = self._recordable()
         now = self._clock()
         exclude = self._held_back(now)
-        limit = self._limit(len(items), exclude, now)
+        limit = self._limit(items, exclude, now)
         if not items and limit <= 0:
             return self._idle_wait(now)  # a finished attempt nudges
         wakes = self._wakes
@@ -324,9 +367,8 @@ class Dispatcher:
         except Exception:
             return await self._turn_failed(items, now)
         self._failed_turns = 0
-        if limit > 0 and exclude:
-            found_nothing = not claimed and wakes == self._wakes
-            self._fruitless = (frozenset(exclude), now) if found_nothing else None
+        if limit > 0:
+            self._claimed(claimed, due, limit, exclude, now, news=wakes != self._wakes)
         for item in items:
             self._outstanding.discard(_lease_of(item))
         await self._launch(claimed)
@@ -340,26 +382,70 @@ class Dispatcher:
             wait = min(due - now, wait)
         return wait
 
-    def _limit(self, recorded: int, exclude: list[tuple[str, str]], now: float) -> int:
+    def _limit(self, items: list[_Item], exclude: list[tuple[str, str]], now: float) -> int:
         """How many to claim this turn. Nothing while the last claim held back the same
         endpoints (or fewer) and found nothing else, until new deliveries wake the dispatcher
         or a poll passes: the claim steps over every due delivery of the stages it holds back,
         and one full endpoint with a big backlog made each such claim a scan of all of it
-        (measured: 180 ms a claim beside 1M pending, the drain's CPU per delivery doubled)."""
+        (measured: 180 ms a claim beside 1M pending, the drain's CPU per delivery doubled).
+        Nothing either in a quiet spell: the last claim said nothing is due yet, and nothing
+        since may have made something due (see `_claimed`)."""
         if self._stopping:
             return 0
         if self._fruitless is not None:
             held, since = self._fruitless
             if held.issubset(exclude) and now < since + self._poll_seconds:
                 return 0
-        return min(self._room() + recorded, self._batch)
+        if now < self._quiet_until:
+            return 0
+        return min(self._room() + len(items), self._batch)
+
+    def _recordable(self) -> list[_Item]:
+        """What this turn records. A quiet spell ends if any of it may make a delivery due:
+        a released lease or a retry is due again, settling may enqueue."""
+        items = [self._finished.popleft() for _ in range(min(len(self._finished), self._batch))]
+        if not all(self._final(item) for item in items):
+            self._quiet_until = 0.0
+        return items
+
+    def _claimed(
+        self,
+        claimed: list[Claimed],
+        due: float | None,
+        limit: int,
+        exclude: list[tuple[str, str]],
+        now: float,
+        *,
+        news: bool,
+    ) -> None:
+        """What a claim says about the next ones. One that found nothing else with stages
+        held back is fruitless (see `_limit`). One that took less than its limit, with no
+        wake during it, makes the turns quiet (no claim) until the next delivery is due or a
+        poll passes: handed-off deliveries leave turns that only record, and a claim in each
+        found nothing. Whatever the turn recorded came before the claim, in its transaction."""
+        if exclude:
+            found_nothing = not claimed and not news
+            self._fruitless = (frozenset(exclude), now) if found_nothing else None
+        quiet = not news and len(claimed) < limit
+        poll = now + self._poll_seconds
+        self._quiet_until = (poll if due is None else min(due, poll)) if quiet else 0.0
+
+    def _final(self, item: _Item) -> bool:
+        """Whether recording ``item`` leaves every due time as it was: a delivered or given-up
+        attempt that disables and settles nothing."""
+        if not isinstance(item, AttemptResult) or self._eventful(item):
+            return False
+        return item.decision.verdict in (Verdict.DELIVERED, Verdict.GIVE_UP)
 
     def _idle_wait(self, now: float) -> float:
         """How long a turn that claimed nothing more waits for a nudge: a poll, or less to
-        end a fruitless claim's wait on time, or to let an open circuit's probe go."""
+        end a fruitless claim's wait or a quiet spell on time, or to let an open circuit's
+        probe go."""
         wait = self._poll_seconds
         if self._fruitless is not None:
             wait = min(wait, max(0.0, self._fruitless[1] + self._poll_seconds - now))
+        if self._quiet_until > now:
+            wait = min(wait, self._quiet_until - now)
         return min(wait, self._until_probe(now))
 
     def _room(self) -> int:
@@ -368,9 +454,9 @@ class Dispatcher:
         counting them let one black hole shrink every other endpoint's claims (measured: a
         healthy stage beside one went from about 0.78x to about 0.9x of its rate alone).
         Twice the capacity bounds them all, however many endpoints are full."""
-        outstanding = len(self._outstanding)
+        taken = len(self._outstanding) + self._reserved
         full = sum(slot.backlog for slot in self._slots.values() if slot.backlog >= self._allowance)
-        return min(self._capacity - outstanding + full, 2 * self._capacity - outstanding)
+        return min(self._capacity - taken + full, 2 * self._capacity - taken)
 
     def _until_probe(self, now: float) -> float:
         """Seconds until an open circuit lets its probe go (its stages are claimed again)."""
@@ -483,7 +569,13 @@ class Dispatcher:
                 log.exception("delivery %s: its attempt could not be recorded", delivery_id)
 
     async def _launch(self, claimed: list[Claimed]) -> None:
-        endpoints = await self._resolve_all({(c.project_id, c.stage_id) for c in claimed})
+        self._accept(claimed, await self._resolve_all(_stages_of(claimed), self._resolve))
+
+    def _accept(
+        self,
+        claimed: Sequence[Claimed],
+        endpoints: Mapping[tuple[str, str], Endpoint | Exception | None],
+    ) -> None:
         # The store handed these out: whatever disabled their stage has been undone.
         self._gone.difference_update(endpoints)
         for item in claimed:
@@ -499,12 +591,12 @@ class Dispatcher:
         return [stage for stage, url in self._stage_urls.items() if url in full]
 
     async def _resolve_all(
-        self, stages: Iterable[tuple[str, str]]
+        self, stages: Iterable[tuple[str, str]], resolve: Resolve
     ) -> dict[tuple[str, str], Endpoint | Exception | None]:
         found: dict[tuple[str, str], Endpoint | Exception | None] = {}
         for project_id, stage_id in stages:
             try:
-                found[project_id, stage_id] = await self._resolve(project_id, stage_id)
+                found[project_id, stage_id] = await resolve(project_id, stage_id)
             except Exception as exc:
                 log.exception("resolving stage %s of project %s failed", stage_id, project_id)
                 found[project_id, stage_id] = exc
@@ -676,6 +768,10 @@ class Dispatcher:
     def _put(self, item: _Item) -> None:
         self._finished.append(item)
         self._nudge.set()
+
+
+def _stages_of(claimed: Iterable[Claimed]) -> set[tuple[str, str]]:
+    return {(item.project_id, item.stage_id) for item in claimed}
 
 
 def _lease_of(item: _Item) -> Lease:

@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -36,6 +36,7 @@ __all__ = [
     "ROLES",
     "ApiKey",
     "Conflict",
+    "Courier",
     "Engine",
     "EngineError",
     "ImportResult",
@@ -193,8 +194,26 @@ EMPTY_ANNOTATIONS: dict[str, Any] = {
 }
 
 
+class Courier(Protocol):
+    """Sends what a step enqueues without waiting for a claim: this process's dispatcher,
+    as `service` wires it (see `Engine._write_step`)."""
+
+    def reserve(self, stages: Sequence[tuple[str, str]]) -> outbox.Handoff | None:
+        """Room for a delivery to each (project, stage), or None."""
+
+    def unreserve(self, handoff: outbox.Handoff) -> None:
+        """The write of ``handoff`` failed: its room is free again."""
+
+    async def adopt(
+        self, handoff: outbox.Handoff, claimed: Sequence[outbox.Claimed], project: Project
+    ) -> None:
+        """Send ``claimed``, what the write of ``handoff`` took, with the stage settings of
+        ``project`` as that write found it."""
+
+
 class Engine:
-    """The use cases over one store. `on_enqueue` runs after a commit that enqueued.
+    """The use cases over one store. `on_enqueue` runs after a commit that enqueued; a
+    `courier`, when set, is handed what steps enqueue (see `_write_step`).
     With a `cipher`, stage secrets are stored sealed (encrypted), else as they are."""
 
     def __init__(
@@ -208,6 +227,7 @@ class Engine:
         self.store = store
         self.clock = clock
         self.on_enqueue = on_enqueue
+        self.courier: Courier | None = None
         self._cipher = cipher
         self._projects: dict[str, Project] = {}
         # Key hash -> (key, when it was read, monotonic): see `authenticate`. A revoke moves
@@ -340,10 +360,7 @@ class Engine:
             project = await self.get_project(project_id)
         except NotFound:
             return None
-        stage = project.workflow.stages.get(stage_id)
-        if stage is None or not isinstance(stage.settings, workflow.WebhookSettings):
-            return None
-        return stage.settings
+        return workflow.webhook_settings(project.workflow, stage_id)
 
     # -- assets and tasks -------------------------------------------------------------------
 
@@ -505,17 +522,34 @@ class Engine:
         for _ in range(_STEP_TRIES):
             task, project = await self._read_step(task_id)
             move = decide(task, project)
-            fired = _settle(project, move)
             try:
-                await self.store.write(self._step_writes(project, move, fired))
+                await self._write_step(project, move, _settle(project, move))
             except _Changed:
                 continue
-            except asyncio.CancelledError:
-                self._woken(len(fired))  # the write may commit all the same: look, at worst
-                raise
-            self._woken(len(fired))
             return move.result
         raise Conflict(f"task {task_id} is being changed by others: read it again")
+
+    async def _write_step(
+        self, project: Project, move: _Move, fired: list[outbox.NewDelivery]
+    ) -> None:
+        """The step's one write. With a `courier` that has room, the deliveries it fires are
+        claimed in it too and handed over to be sent at once; the dispatcher is woken for
+        any it did not take."""
+        courier = self.courier if fired else None
+        handoff = None if courier is None else courier.reserve([_stage_of(d) for d in fired])
+        try:
+            found = await self.store.write(self._step_writes(project, move, fired, handoff))
+        except BaseException as exc:
+            if courier is not None and handoff is not None:
+                courier.unreserve(handoff)
+            if isinstance(exc, asyncio.CancelledError):
+                self._woken(len(fired))  # the write may commit all the same: look, at worst
+            raise
+        taken: Sequence[outbox.Claimed] = ()
+        if courier is not None and handoff is not None:
+            taken = outbox.claimed_rows(found[-1], handoff)
+            await courier.adopt(handoff, taken, project)
+        self._woken(len(fired) - len(taken))
 
     async def _read_step(self, task_id: str) -> tuple[Task, Project]:
         """The task a step moves (with its batches) and its project, in one short read; the
@@ -534,7 +568,11 @@ class Engine:
         return task, project
 
     def _step_writes(
-        self, project: Project, move: _Move, fired: list[outbox.NewDelivery]
+        self,
+        project: Project,
+        move: _Move,
+        fired: list[outbox.NewDelivery],
+        handoff: outbox.Handoff | None,
     ) -> list[Statement]:
         dialect = self.store.dialect
         update = task_rows.updating(
@@ -545,7 +583,12 @@ class Engine:
             stamp=project.updated_at,
             otherwise=_Changed,
         )
-        return [*guarding(dialect, project.id), update, *outbox.enqueuing(dialect, fired)]
+        # Handed over, they wake no other process: what the claim leaves wakes this one's.
+        enqueue = outbox.enqueuing(dialect, fired, announced=handoff is None)
+        statements = [*guarding(dialect, project.id), update, *enqueue]
+        if handoff is not None:
+            statements.append(outbox.claiming_these(dialect, [d.id for d in fired], handoff))
+        return statements
 
     async def release(
         self,
@@ -937,6 +980,10 @@ class _Move:
     new: bool
     now: float
     result: Task = field(init=False)
+
+
+def _stage_of(delivery: outbox.NewDelivery) -> tuple[str, str]:
+    return delivery.project_id, delivery.stage_id
 
 
 def _settle(project: Project, move: _Move) -> list[outbox.NewDelivery]:

@@ -13,7 +13,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import uvicorn
@@ -23,10 +23,11 @@ from hookstage.api import create_app
 from hookstage.api.limits import MAX_BODY
 from hookstage.cipher import KEY_ENV, Cipher
 from hookstage.dispatcher import Dispatcher, Endpoint, default_worker_id
-from hookstage.engine import Engine, EngineError
+from hookstage.engine import Engine, EngineError, Project
 from hookstage.signing import Scheme, Signer
 from hookstage.store import Store, StoreError, notify, open_store
 from hookstage.store import workers as processes
+from hookstage.store.deliveries import Claimed, Handoff
 from hookstage.transport import HttpTransport, OutboundRequest, Outcome, Transport
 
 __all__ = [
@@ -208,10 +209,7 @@ def _dispatcher(config: ServiceConfig, engine: Engine, transport: Transport) -> 
     """A dispatcher sending each stage's deliveries as its settings say at send time."""
 
     async def resolve(project_id: str, stage_id: str) -> Endpoint | None:
-        settings = await engine.webhook_settings(project_id, stage_id)
-        if settings is None:
-            return None
-        return endpoint(settings, now=engine.clock())
+        return _endpoint_of(await engine.webhook_settings(project_id, stage_id), engine.clock())
 
     dispatcher = Dispatcher(
         engine.store,
@@ -222,7 +220,35 @@ def _dispatcher(config: ServiceConfig, engine: Engine, transport: Transport) -> 
         lease_seconds=config.lease_seconds,
     )
     engine.on_enqueue = dispatcher.wake
+    engine.courier = _Handover(dispatcher, engine.clock)
     return dispatcher
+
+
+def _endpoint_of(settings: workflow.WebhookSettings | None, now: float) -> Endpoint | None:
+    return None if settings is None else endpoint(settings, now=now)
+
+
+class _Handover:
+    """The engine's `Courier`: what its steps enqueue goes to this process's dispatcher."""
+
+    def __init__(self, dispatcher: Dispatcher, clock: Callable[[], float]) -> None:
+        self._dispatcher = dispatcher
+        self._clock = clock
+
+    def reserve(self, stages: Sequence[tuple[str, str]]) -> Handoff | None:
+        return self._dispatcher.reserve(stages)
+
+    def unreserve(self, handoff: Handoff) -> None:
+        self._dispatcher.unreserve(handoff)
+
+    async def adopt(self, handoff: Handoff, claimed: Sequence[Claimed], project: Project) -> None:
+        async def resolve(_project_id: str, stage_id: str) -> Endpoint | None:
+            # The project as the step's write found it: no read between commit and send.
+            return _endpoint_of(
+                workflow.webhook_settings(project.workflow, stage_id), self._clock()
+            )
+
+        await self._dispatcher.adopt(handoff, claimed, resolve)
 
 
 async def work(config: ServiceConfig, *, on_ready: Callable[[str], None] | None = None) -> None:

@@ -90,6 +90,7 @@ __all__ = [
     "stored_secrets",
     "to_json",
     "waits",
+    "webhook_settings",
     "webhook_stages",
 ]
 
@@ -374,6 +375,13 @@ class Route:
 
 
 # -- what a stage does with a task ------------------------------------------------------------
+
+
+def webhook_settings(flow: Workflow, stage_id: str) -> WebhookSettings | None:
+    """How ``stage_id`` sends, if it is one of ``flow``'s Webhook stages (else None)."""
+    stage = flow.stages.get(stage_id)
+    settings = None if stage is None else stage.settings
+    return settings if isinstance(settings, WebhookSettings) else None
 
 
 def _mode(stage: Stage) -> WebhookMode:

@@ -38,13 +38,16 @@ __all__ = [
     "DeliveryDetail",
     "DeliveryInfo",
     "Finished",
+    "Handoff",
     "Lease",
     "NewDelivery",
     "StageQueue",
     "claim",
     "claim_and_next_due",
     "claimed_from",
+    "claimed_rows",
     "claiming",
+    "claiming_these",
     "counts",
     "enqueue",
     "enqueuing",
@@ -211,8 +214,11 @@ async def enqueue(conn: AsyncConnection, items: Sequence[NewDelivery]) -> None:
         await execute_later(conn, statement.sql, statement.parameters)
 
 
-def enqueuing(dialect: str, items: Sequence[NewDelivery]) -> list[Statement]:
-    """The statements of `enqueue`, for `Store.write` (none for no items)."""
+def enqueuing(
+    dialect: str, items: Sequence[NewDelivery], *, announced: bool = True
+) -> list[Statement]:
+    """The statements of `enqueue`, for `Store.write` (none for no items). ``announced``
+    False leaves out waking other processes (the caller's own dispatcher takes them)."""
     if not items:
         return []
     rows = [
@@ -231,7 +237,7 @@ def enqueuing(dialect: str, items: Sequence[NewDelivery]) -> list[Statement]:
     return [
         Statement(sql_for(_INSERT_DELIVERY, dialect), rows),
         Statement(sql_for(_INSERT_BODY, dialect), [(item.id, bytes(item.body)) for item in items]),
-        *announcing(dialect),
+        *(announcing(dialect) if announced else ()),
     ]
 
 
@@ -311,6 +317,32 @@ def claimed_from(
     return claimed, (None if due is None or len(claimed) == limit else float(due))
 
 
+@dataclass(frozen=True, slots=True)
+class Handoff:
+    """Room a dispatcher holds for ``count`` deliveries claimed in the very write that
+    enqueues them (`claiming_these`), with leases held by ``worker`` ``until``."""
+
+    worker: str
+    until: float
+    count: int
+
+
+def claiming_these(dialect: str, ids: Sequence[str], handoff: Handoff) -> Statement:
+    """A claim of just the deliveries ``ids``, enqueued earlier in the same write, on the
+    terms of ``handoff``. It takes each only where a claim would (no earlier delivery of
+    its task to its stage pending, its endpoint not disabled), whenever it is due. Read
+    what it took with `claimed_rows`."""
+    until = handoff.until
+    return Statement(
+        _claim_these_sql(dialect, len(ids)), (until, until, handoff.worker, *ids, len(ids))
+    )
+
+
+def claimed_rows(rows: Sequence[Any], handoff: Handoff) -> list[Claimed]:
+    """What the rows of `claiming_these` claimed."""
+    return _claimed(rows, handoff.until, handoff.worker)
+
+
 def _claim_statement(
     dialect: str,
     *,
@@ -364,7 +396,7 @@ _CLAIM = """
 UPDATE deliveries SET due_at = ?, lease_until = ?, leased_by = ?, attempts = attempts + 1
 WHERE id IN (
     SELECT candidate.id FROM deliveries AS candidate
-    WHERE candidate.state = 'pending' AND candidate.due_at <= ?{exclude}
+    WHERE candidate.state = 'pending' AND {which}
     AND NOT EXISTS (
         SELECT 1 FROM deliveries AS earlier
         WHERE earlier.task_id = candidate.task_id AND earlier.stage_id = candidate.stage_id
@@ -381,13 +413,15 @@ WHERE id IN (
 RETURNING id, project_id, stage_id, task_id, external_id, attempts, created_at,
     (SELECT body FROM delivery_bodies WHERE delivery_bodies.delivery_id = deliveries.id)
 """
-# Notes on _CLAIM, which decide its plan. The held-back stages come before the correlated
-# subqueries: SQLite tests the terms in this order, and the rows of a held-back endpoint
-# (often the oldest due) must cost one cheap test each. 'pending' is written out, not bound:
-# only then may the planner use the partial index on it. The "created_at <=" bound lets
-# SQLite search ix_deliveries_pending_task instead of scanning every pending row per
-# candidate. PostgreSQL locks the rows it picks and skips those another worker holds. The
-# body comes back with the row: a second statement for the bodies was a second trip per turn.
+# Notes on _CLAIM, which decide its plan. {which} picks the candidates: due and not of a
+# held-back stage (a claim), or by id (`claiming_these`). The held-back stages come before
+# the correlated subqueries: SQLite tests the terms in this order, and the rows of a
+# held-back endpoint (often the oldest due) must cost one cheap test each. 'pending' is
+# written out, not bound: only then may the planner use the partial index on it. The
+# "created_at <=" bound lets SQLite search ix_deliveries_pending_task instead of scanning
+# every pending row per candidate. PostgreSQL locks the rows it picks and skips those
+# another worker holds. The body comes back with the row: a second statement for the
+# bodies was a second trip per turn.
 
 _INSERT_DELIVERY = """
 INSERT INTO deliveries (id, project_id, stage_id, task_id, external_id, size, state, attempts,
@@ -418,12 +452,21 @@ WHERE id = ? AND leased_by = ? AND attempts = ? AND state = 'pending'
 
 @functools.cache
 def _claim_sql(dialect: str, excluded: int) -> str:
-    exclude = ""
+    which = "candidate.due_at <= ?"
     if excluded:
         values = ", ".join(["(?, ?)"] * excluded)
-        exclude = f"\n    AND (candidate.project_id, candidate.stage_id) NOT IN (VALUES {values})"
+        which += f"\n    AND (candidate.project_id, candidate.stage_id) NOT IN (VALUES {values})"
+    return _claim_text(dialect, which)
+
+
+@functools.cache
+def _claim_these_sql(dialect: str, count: int) -> str:
+    return _claim_text(dialect, f"candidate.id IN ({', '.join(['?'] * count)})")
+
+
+def _claim_text(dialect: str, which: str) -> str:
     lock = " FOR UPDATE SKIP LOCKED" if dialect == "postgresql" else ""
-    return sql_for(_CLAIM.format(exclude=exclude, lock=lock), dialect)
+    return sql_for(_CLAIM.format(which=which, lock=lock), dialect)
 
 
 async def record(conn: AsyncConnection, results: Sequence[AttemptResult]) -> None:
