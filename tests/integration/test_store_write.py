@@ -3,6 +3,7 @@ steps, which read before they write, losing their write to a change made meanwhi
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -86,6 +87,47 @@ async def test_a_key_taken_is_a_duplicate_and_the_write_keeps_nothing(store: Sto
     with pytest.raises(Duplicate):
         await store.write([_add(store, ("b2", "two")), _add(store, ("b1", "again"))])
     assert await _names(store) == {"b1": "one"}
+
+
+async def test_writes_at_once_each_succeed_or_fail_as_if_alone(store: Store) -> None:
+    # On SQLite the writes after the first go in one trip, committed together, while the
+    # first is under way: one refusing or taking a taken key must fail alone.
+    await _project(store)
+    await store.write([_add(store, ("b0", "zero"))])
+
+    class Refused(Exception):
+        pass
+
+    def refuse(_changed: int) -> None:
+        raise Refused("no")
+
+    outcomes = await asyncio.gather(
+        store.write([_add(store, ("b1", "one"))]),
+        store.write([_add(store, ("b2", "two"))]),
+        store.write(
+            [_add(store, ("b3", "three")), Statement(_add(store).sql, [("b7", "p1", "x")], refuse)]
+        ),
+        store.write([_add(store, ("b4", "four"))]),
+        store.write([_add(store, ("b5", "five")), _add(store, ("b0", "again"))]),
+        store.write([_add(store, ("b6", "six"))]),
+        return_exceptions=True,
+    )
+
+    assert [type(o).__name__ if isinstance(o, Exception) else o for o in outcomes] == [
+        [[]],
+        [[]],
+        "Refused",
+        [[]],
+        "Duplicate",
+        [[]],
+    ]
+    assert await _names(store) == {
+        "b0": "zero",
+        "b1": "one",
+        "b2": "two",
+        "b4": "four",
+        "b6": "six",
+    }
 
 
 async def test_read_once_gives_each_statement_s_rows(store: Store) -> None:

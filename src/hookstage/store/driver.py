@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import sqlite3
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -36,7 +37,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-__all__ = ["Connection", "Cursor", "Statement", "connect", "snapshot", "transact"]
+__all__ = ["Connection", "Cursor", "Statement", "connect", "snapshot", "transact", "transact_all"]
 
 T = TypeVar("T")
 
@@ -100,6 +101,31 @@ def transact(raw: sqlite3.Connection, statements: list[Statement]) -> list[list[
             raw.rollback()
         raise
     return found
+
+
+def transact_all(
+    raw: sqlite3.Connection, writes: list[list[Statement]]
+) -> list[list[list[Any]] | Exception]:
+    """On the connection's thread: each of ``writes`` (one transaction's statements), all in
+    one transaction, committed once; each one's rows. If any fails, that transaction is
+    rolled back and each write runs alone, so that only those that fail alone fail: the
+    outcome of each is as if each had been its own transaction, in order."""
+    if len(writes) > 1:
+        together = _attempt(raw, [statement for write in writes for statement in write])
+        if not isinstance(together, Exception):
+            ends = itertools.accumulate(len(write) for write in writes)
+            return [
+                together[end - len(write) : end] for write, end in zip(writes, ends, strict=True)
+            ]
+    return [_attempt(raw, write) for write in writes]
+
+
+def _attempt(raw: sqlite3.Connection, statements: list[Statement]) -> list[list[Any]] | Exception:
+    """`transact`, its error given back: the caller's to raise, on the event loop."""
+    try:
+        return transact(raw, statements)
+    except Exception as exc:
+        return exc
 
 
 def snapshot(raw: sqlite3.Connection, statements: list[Statement]) -> list[list[Any]]:
