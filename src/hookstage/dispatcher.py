@@ -63,7 +63,7 @@ from hookstage.store.deliveries import release as release_leases
 from hookstage.store.endpoints import disable as disable_endpoints
 from hookstage.transport import HttpTransport, OutboundRequest, Outcome, Transport
 
-__all__ = ["Dispatcher", "Endpoint", "Resolve", "Settle", "default_worker_id"]
+__all__ = ["Dispatcher", "Endpoint", "Resolve", "Settle", "default_worker_id", "idle_wait"]
 
 log = logging.getLogger(__name__)
 
@@ -438,15 +438,10 @@ class Dispatcher:
         return item.decision.verdict in (Verdict.DELIVERED, Verdict.GIVE_UP)
 
     def _idle_wait(self, now: float) -> float:
-        """How long a turn that claimed nothing more waits for a nudge: a poll, or less to
-        end a fruitless claim's wait or a quiet spell on time, or to let an open circuit's
-        probe go."""
-        wait = self._poll_seconds
-        if self._fruitless is not None:
-            wait = min(wait, max(0.0, self._fruitless[1] + self._poll_seconds - now))
-        if self._quiet_until > now:
-            wait = min(wait, self._quiet_until - now)
-        return min(wait, self._until_probe(now))
+        """How long a turn that claimed nothing more waits for a nudge (see `idle_wait`)."""
+        fruitless = None if self._fruitless is None else self._fruitless[1] + self._poll_seconds
+        ends = (now + self._poll_seconds, self._quiet_until, fruitless)
+        return idle_wait(now, ends, self._until_probe(now))
 
     def _room(self) -> int:
         """How many more deliveries may be claimed. The claims a full endpoint holds do not
@@ -768,6 +763,17 @@ class Dispatcher:
     def _put(self, item: _Item) -> None:
         self._finished.append(item)
         self._nudge.set()
+
+
+def idle_wait(now: float, ends: Iterable[float | None], probe_in: float) -> float:
+    """How long an idle dispatcher waits for a nudge: until the first of ``ends`` still
+    ahead of ``now`` (a poll; the end of a quiet spell, or of a fruitless claim's wait),
+    or ``probe_in`` seconds, when an open circuit lets its probe go. Give it a poll: it is
+    then always more than zero, as it must be, since a turn that waits nothing and claims
+    nothing would run again without ever yielding to the event loop. An end already passed
+    (a fruitless claim's stale wait) is no reason to turn at once."""
+    ahead = [end - now for end in ends if end is not None and end > now]
+    return min([*ahead, probe_in])
 
 
 def _stages_of(claimed: Iterable[Claimed]) -> set[tuple[str, str]]:
