@@ -4,7 +4,8 @@ One dispatcher runs in ``serve`` or in each ``worker`` process. It claims due de
 with a lease and sends each through one pool of keep-alive connections under a global and a
 per-endpoint concurrency limit. One task talks to the store: each of its turns records the
 attempts that finished since the last turn and claims as many new deliveries as there is
-room for, in one transaction (durable without a commit per delivery).
+room for (none in a quiet spell: the last claim found all there was), in one transaction
+(durable without a commit per delivery).
 
 Isolation: each endpoint's deliveries queue for its own workers, which take a global slot
 only to send, and an endpoint with a full queue is left out of the next claims, so a
@@ -283,8 +284,14 @@ class Dispatcher:
         if not self._stopping:
             self._accept(claimed, await self._resolve_all(_stages_of(claimed), resolve))
             return
-        async with self.store.transaction() as conn:
-            await release_leases(conn, [item.lease for item in claimed], now=self._clock())
+        try:
+            async with self.store.transaction() as conn:
+                await release_leases(conn, [item.lease for item in claimed], now=self._clock())
+        except Exception:  # the step committed: it must not fail for this
+            log.exception(
+                "releasing %d handed-off deliveries failed: they go when their leases end",
+                len(claimed),
+            )
 
     def unreserve(self, handoff: Handoff) -> None:
         """Give back the room of a ``handoff`` whose write did not happen."""
@@ -355,10 +362,12 @@ class Dispatcher:
 
     async def _turn(self) -> float:
         """One turn; returns how long to wait for a nudge before the next (0: go on)."""
-        items = self._recordable()
+        items = [self._finished.popleft() for _ in range(min(len(self._finished), self._batch))]
+        if not all(self._final(item) for item in items):
+            self._quiet_until = 0.0  # what it records may make a delivery due: look again
         now = self._clock()
         exclude = self._held_back(now)
-        limit = self._limit(items, exclude, now)
+        limit = self._limit(len(items), exclude, now)
         if not items and limit <= 0:
             return self._idle_wait(now)  # a finished attempt nudges
         wakes = self._wakes
@@ -382,7 +391,7 @@ class Dispatcher:
             wait = min(due - now, wait)
         return wait
 
-    def _limit(self, items: list[_Item], exclude: list[tuple[str, str]], now: float) -> int:
+    def _limit(self, recorded: int, exclude: list[tuple[str, str]], now: float) -> int:
         """How many to claim this turn. Nothing while the last claim held back the same
         endpoints (or fewer) and found nothing else, until new deliveries wake the dispatcher
         or a poll passes: the claim steps over every due delivery of the stages it holds back,
@@ -398,15 +407,7 @@ class Dispatcher:
                 return 0
         if now < self._quiet_until:
             return 0
-        return min(self._room() + len(items), self._batch)
-
-    def _recordable(self) -> list[_Item]:
-        """What this turn records. A quiet spell ends if any of it may make a delivery due:
-        a released lease or a retry is due again, settling may enqueue."""
-        items = [self._finished.popleft() for _ in range(min(len(self._finished), self._batch))]
-        if not all(self._final(item) for item in items):
-            self._quiet_until = 0.0
-        return items
+        return min(self._room() + recorded, self._batch)
 
     def _claimed(
         self,
@@ -431,8 +432,10 @@ class Dispatcher:
         self._quiet_until = (poll if due is None else min(due, poll)) if quiet else 0.0
 
     def _final(self, item: _Item) -> bool:
-        """Whether recording ``item`` leaves every due time as it was: a delivered or given-up
-        attempt that disables and settles nothing."""
+        """Whether recording ``item`` makes nothing newly due: a delivered or given-up attempt
+        that disables and settles nothing. (It may let a later delivery of its task go; but
+        that one was due already, and a claim that saw a due delivery it could not take
+        starts no quiet spell.)"""
         if not isinstance(item, AttemptResult) or self._eventful(item):
             return False
         return item.decision.verdict in (Verdict.DELIVERED, Verdict.GIVE_UP)

@@ -212,8 +212,8 @@ class Courier(Protocol):
 
 
 class Engine:
-    """The use cases over one store. `on_enqueue` runs after a commit that enqueued; a
-    `courier`, when set, is handed what steps enqueue (see `_write_step`).
+    """The use cases over one store. `on_enqueue` runs after a commit that enqueued what no
+    `courier` took; a courier, when set, is handed what steps enqueue (see `_write_step`).
     With a `cipher`, stage secrets are stored sealed (encrypted), else as they are."""
 
     def __init__(
@@ -583,9 +583,10 @@ class Engine:
             stamp=project.updated_at,
             otherwise=_Changed,
         )
-        # Handed over, they wake no other process: what the claim leaves wakes this one's.
-        enqueue = outbox.enqueuing(dialect, fired, announced=handoff is None)
-        statements = [*guarding(dialect, project.id), update, *enqueue]
+        # Announced even when handed over: what the claim leaves may be another worker's to
+        # send (the one that finishes an earlier delivery of the task), and the listeners
+        # wake their workers at most once per gap however many steps announce.
+        statements = [*guarding(dialect, project.id), update, *outbox.enqueuing(dialect, fired)]
         if handoff is not None:
             statements.append(outbox.claiming_these(dialect, [d.id for d in fired], handoff))
         return statements

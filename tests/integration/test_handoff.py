@@ -61,7 +61,7 @@ async def _write(
     ]
     found = await store.write(
         [
-            *outbox.enqueuing(store.dialect, fired, announced=False),
+            *outbox.enqueuing(store.dialect, fired),
             outbox.claiming_these(store.dialect, [d.id for d in fired], handoff),
         ]
     )

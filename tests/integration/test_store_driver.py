@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -237,3 +237,77 @@ async def test_a_transaction_comes_after_every_write_sent_before_it(sqlite_store
     writes = [store.write([Statement(_INSERT_KEY, _key_row(n))]) for n in range(50)]
     *_, seen = await asyncio.gather(*writes, count())
     assert seen == 50
+
+
+# --- transact_all: the writes of one trip, committed together ---------------------------------
+
+
+@pytest.fixture
+def raw(tmp_path: Path) -> Iterator[tuple[sqlite3.Connection, list[str]]]:
+    """A sqlite3 connection as the writes' thread has it, and the statements it ran."""
+    connection = sqlite3.connect(tmp_path / "raw.sqlite", isolation_level=None)
+    connection.execute("CREATE TABLE t (id TEXT PRIMARY KEY, n INTEGER)")
+    ran: list[str] = []
+    connection.set_trace_callback(ran.append)
+    yield connection, ran
+    connection.close()
+
+
+def _put(key: str, n: int) -> Statement:
+    return Statement("INSERT INTO t (id, n) VALUES (?, ?) RETURNING id, n", (key, n))
+
+
+def _rows_in(connection: sqlite3.Connection) -> list[tuple[str, int]]:
+    return list(connection.execute("SELECT id, n FROM t ORDER BY id"))
+
+
+def test_writes_of_one_trip_commit_once_and_each_gets_its_own_rows(
+    raw: tuple[sqlite3.Connection, list[str]],
+) -> None:
+    connection, ran = raw
+    outcomes = driver.transact_all(
+        connection,
+        [[_put("a", 1)], [_put("b", 2), _put("c", 3)], [Statement("SELECT count(*) FROM t")]],
+    )
+    assert outcomes == [[[("a", 1)]], [[("b", 2)], [("c", 3)]], [[(3,)]]]
+    assert [s for s in ran if s in ("BEGIN IMMEDIATE", "COMMIT")] == ["BEGIN IMMEDIATE", "COMMIT"]
+    assert _rows_in(connection) == [("a", 1), ("b", 2), ("c", 3)]
+
+
+def test_a_write_that_fails_fails_alone_and_the_others_commit_once(
+    raw: tuple[sqlite3.Connection, list[str]],
+) -> None:
+    connection, ran = raw
+
+    def refuse(_changed: int) -> None:
+        raise ValueError("refused")
+
+    outcomes = driver.transact_all(
+        connection,
+        [
+            [_put("a", 1)],
+            [_put("b", 2), Statement("UPDATE t SET n = 0 WHERE id = 'a'", (), refuse)],
+            [_put("c", 3)],
+            [_put("a", 4)],  # a key the first write took
+            [Statement("SELECT id, n FROM t ORDER BY id")],
+        ],
+    )
+
+    assert outcomes[0] == [[("a", 1)]]
+    assert isinstance(outcomes[1], ValueError)
+    assert outcomes[2] == [[("c", 3)]]
+    assert isinstance(outcomes[3], sqlite3.IntegrityError)
+    assert outcomes[4] == [[("a", 1), ("c", 3)]]  # as if each had been alone, in order
+    assert ran.count("COMMIT") == 1  # one rollback per failure, not a transaction per write
+    assert _rows_in(connection) == [("a", 1), ("c", 3)]
+
+
+def test_the_database_failing_fails_every_write_of_the_trip(
+    raw: tuple[sqlite3.Connection, list[str]],
+) -> None:
+    connection, _ = raw
+    outcomes = driver.transact_all(
+        connection, [[_put("a", 1)], [Statement("INSERT INTO missing VALUES (1)")], [_put("b", 2)]]
+    )
+    assert [type(o) for o in outcomes] == [sqlite3.OperationalError] * 3
+    assert _rows_in(connection) == []

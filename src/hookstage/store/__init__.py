@@ -96,7 +96,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 def _prepare(raw: sqlite3.Connection) -> None:
     for pragma in _PRAGMAS:
         raw.execute(pragma).close()
-    raw.isolation_level = None  # `driver.transact` and `snapshot` begin and end themselves
+    raw.isolation_level = None  # `driver.transact_all` and `snapshot` begin and end themselves
 
 
 def _sqlite_begin(conn: sa.Connection) -> None:
@@ -166,11 +166,11 @@ class Store:
         On SQLite the transaction is one trip to a connection of its own: the writers' turn
         is held only to send it, and the database's thread runs what was sent in order (a
         turn held from the first statement to the commit is held while the event loop,
-        busy with other requests, comes back to each step); a caller cancelled once it was
-        called does not stop it. Writes that come while a trip is under way go together in
-        the next, committed once (`driver.transact_all`: each still succeeds or fails as
-        if alone). On PostgreSQL it is an ordinary transaction (a cancelled one is rolled
-        back)."""
+        busy with other requests, comes back to each step); a caller cancelled once its
+        write is queued does not stop it. Writes that come while a trip is under way go in
+        the next together, committed once (`driver.transact_all`: each still succeeds or
+        fails as if alone). On PostgreSQL it is an ordinary transaction (a cancelled one is
+        rolled back)."""
         if self._writer is None:
             return await self._write_each(statements)
         async with self._writer:
@@ -190,8 +190,12 @@ class Store:
         if self._trips is None:  # closed meanwhile
             _settle(group, [StoreError("the store is closed")] * len(group))
             return
+        try:
+            trip = self._trips.send(driver.transact_all, [statements for statements, _ in group])
+        except Exception as exc:  # its thread is gone: these fail
+            _settle(group, [StoreError(f"cannot send the write: {exc}")] * len(group))
+            return
         self._flying = True
-        trip = self._trips.send(driver.transact_all, [statements for statements, _ in group])
         trip.add_done_callback(functools.partial(self._landed, group))
 
     def _landed(
@@ -200,13 +204,15 @@ class Store:
         trip: asyncio.Future[list[list[list[Any]] | Exception]],
     ) -> None:
         self._flying = False
-        failed = None if trip.cancelled() else trip.exception()
-        if trip.cancelled() or failed is not None:  # the trip itself: the thread, the connection
-            _settle(group, [failed or StoreError("the write was cancelled")] * len(group))
-        else:
-            _settle(group, trip.result())
-        if self._waiting:
-            self._fly()
+        try:
+            failed = None if trip.cancelled() else trip.exception()
+            if trip.cancelled() or failed is not None:  # the trip's own: its thread, connection
+                _settle(group, [failed or StoreError("the write was cancelled")] * len(group))
+            else:
+                _settle(group, trip.result())
+        finally:  # whatever became of these, the writes waiting behind them go
+            if self._waiting:
+                self._fly()
 
     async def read_once(self, statements: list[Statement]) -> list[list[Any]]:
         """The rows of each of ``statements``, short reads from one snapshot. On SQLite one

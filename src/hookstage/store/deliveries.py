@@ -214,11 +214,8 @@ async def enqueue(conn: AsyncConnection, items: Sequence[NewDelivery]) -> None:
         await execute_later(conn, statement.sql, statement.parameters)
 
 
-def enqueuing(
-    dialect: str, items: Sequence[NewDelivery], *, announced: bool = True
-) -> list[Statement]:
-    """The statements of `enqueue`, for `Store.write` (none for no items). ``announced``
-    False leaves out waking other processes (the caller's own dispatcher takes them)."""
+def enqueuing(dialect: str, items: Sequence[NewDelivery]) -> list[Statement]:
+    """The statements of `enqueue`, for `Store.write` (none for no items)."""
     if not items:
         return []
     rows = [
@@ -237,7 +234,7 @@ def enqueuing(
     return [
         Statement(sql_for(_INSERT_DELIVERY, dialect), rows),
         Statement(sql_for(_INSERT_BODY, dialect), [(item.id, bytes(item.body)) for item in items]),
-        *(announcing(dialect) if announced else ()),
+        *announcing(dialect),
     ]
 
 

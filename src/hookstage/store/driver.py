@@ -19,16 +19,15 @@ the savepoint's own trip, it would undo them anyway).
 Semantics are sqlite3's: the same SQL runs on the same thread in the same order, errors are
 sqlite3's own exceptions (SQLAlchemy translates them as it does aiosqlite's).
 
-Outside SQLAlchemy, `Connection.send` queues a function for the thread at once: `transact`
-runs a whole write transaction (statements, their checks, the commit) in one trip,
-`snapshot` a whole read (see `Store.write` and `Store.read_once`).
+Outside SQLAlchemy, `Connection.send` queues a function for the thread at once:
+`transact_all` runs whole write transactions (statements, their checks, one commit) in one
+trip, `snapshot` a whole read (see `Store.write` and `Store.read_once`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import itertools
 import sqlite3
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -37,7 +36,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-__all__ = ["Connection", "Cursor", "Statement", "connect", "snapshot", "transact", "transact_all"]
+__all__ = ["Connection", "Cursor", "Statement", "connect", "snapshot", "transact_all"]
 
 T = TypeVar("T")
 
@@ -87,14 +86,45 @@ def _run_deferred(raw: sqlite3.Connection, deferred: list[Statement]) -> None:
         _rows_of(raw, statement)
 
 
-def transact(raw: sqlite3.Connection, statements: list[Statement]) -> list[list[Any]]:
-    """On the connection's thread: ``statements`` in one write transaction, committed; each
-    one's rows. Any failure rolls it all back and is raised."""
+def transact_all(
+    raw: sqlite3.Connection, writes: list[list[Statement]]
+) -> list[list[list[Any]] | Exception]:
+    """On the connection's thread: each of ``writes`` (one transaction's statements), all in
+    one write transaction, committed once; each one's rows, or its error. A write that fails
+    is left out and the others run again without it (one rollback, not one transaction
+    each): each succeeds or fails as if it had been its own transaction, in order. The
+    database failing (locked, full, I/O: an OperationalError) fails every write left."""
+    outcomes: dict[int, list[list[Any]] | Exception] = {}
+    left = list(range(len(writes)))
+    while left:
+        try:
+            found = _transact(raw, [writes[i] for i in left])
+        except _Failed as failed:
+            outcomes[left.pop(failed.index)] = failed.error
+            continue
+        except Exception as exc:
+            outcomes.update(dict.fromkeys(left, exc))
+            break
+        outcomes.update(zip(left, found, strict=True))
+        break
+    return [outcomes[i] for i in range(len(writes))]
+
+
+class _Failed(Exception):
+    """The write at ``index`` of a group failed with ``error``, its own (see `transact_all`)."""
+
+    def __init__(self, index: int, error: Exception) -> None:
+        super().__init__(index, error)
+        self.index = index
+        self.error = error
+
+
+def _transact(raw: sqlite3.Connection, writes: list[list[Statement]]) -> list[list[list[Any]]]:
     if raw.in_transaction:  # a rollback that failed before: do not write inside its leftovers
         raw.rollback()
     raw.execute("BEGIN IMMEDIATE")
     try:
-        found = [_rows_of(raw, statement) for statement in statements]
+        found = [_write(raw, index, statements) for index, statements in enumerate(writes)]
         raw.commit()
     except BaseException:
         if raw.in_transaction:
@@ -103,29 +133,13 @@ def transact(raw: sqlite3.Connection, statements: list[Statement]) -> list[list[
     return found
 
 
-def transact_all(
-    raw: sqlite3.Connection, writes: list[list[Statement]]
-) -> list[list[list[Any]] | Exception]:
-    """On the connection's thread: each of ``writes`` (one transaction's statements), all in
-    one transaction, committed once; each one's rows. If any fails, that transaction is
-    rolled back and each write runs alone, so that only those that fail alone fail: the
-    outcome of each is as if each had been its own transaction, in order."""
-    if len(writes) > 1:
-        together = _attempt(raw, [statement for write in writes for statement in write])
-        if not isinstance(together, Exception):
-            ends = itertools.accumulate(len(write) for write in writes)
-            return [
-                together[end - len(write) : end] for write, end in zip(writes, ends, strict=True)
-            ]
-    return [_attempt(raw, write) for write in writes]
-
-
-def _attempt(raw: sqlite3.Connection, statements: list[Statement]) -> list[list[Any]] | Exception:
-    """`transact`, its error given back: the caller's to raise, on the event loop."""
+def _write(raw: sqlite3.Connection, index: int, statements: list[Statement]) -> list[list[Any]]:
     try:
-        return transact(raw, statements)
+        return [_rows_of(raw, statement) for statement in statements]
+    except sqlite3.OperationalError:
+        raise  # the database's, not this write's
     except Exception as exc:
-        return exc
+        raise _Failed(index, exc) from exc
 
 
 def snapshot(raw: sqlite3.Connection, statements: list[Statement]) -> list[list[Any]]:
