@@ -5,8 +5,10 @@ may be due."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import pytest
 
@@ -73,35 +75,89 @@ async def _tasks(store: Store, *ids: str) -> None:
         await conn.execute(tasks.insert(), [task_row(i, time.time()) for i in ids])
 
 
-async def test_a_steps_delivery_is_this_processs_to_send_the_moment_the_step_returns(
-    database: str,
-) -> None:
+@dataclass
+class Served:
+    svc: service.Service
+    dispatcher: Dispatcher
+    inbox: Inbox
+    project_id: str
+
+
+@pytest.fixture
+async def served(database: str) -> AsyncIterator[Served]:
+    """`serve` (API, engine, dispatcher) on the test's database, a project whose Webhook
+    stage posts to a receiver, and one task at Label."""
     inbox = Inbox()
     async with listening(inbox, SECRET) as hook_url:
         config = service.ServiceConfig(database=database, port=0, allow_egress=("loopback",))
         async with service.running(config) as svc:
             assert svc.dispatcher is not None
-            await _running(svc.dispatcher)
             project = await svc.engine.create_project(
                 name="p", category_schema=DEMO_SCHEMA, workflow_json=demo_workflow(hook_url, SECRET)
             )
             await svc.engine.import_assets(project.id, demo_assets(1))
-            [task] = await svc.engine.list_tasks(project.id, limit=1)
+            yield Served(svc, await _running(svc.dispatcher), inbox, project.id)
 
-            await svc.engine.submit(task.id, Submission(**labeled(7)), user="ann", duration_ms=1)
-            # Nothing has run since the step's write: only that write can have claimed it.
-            assert svc.dispatcher.state()["claimed"] == 1
 
-            [received] = await inbox.wait_for(1)
-            async with svc.store.read() as conn:
-                [delivery] = await outbox.list_deliveries(conn, project_id=project.id)
-            assert ("X-Hookstage-Delivery", delivery.id) in received.headers
+async def _submit(served: Served) -> str:
+    [task] = await served.svc.engine.list_tasks(served.project_id, limit=1)
+    await served.svc.engine.submit(task.id, Submission(**labeled(7)), user="ann", duration_ms=1)
+    return task.id
 
-            async def recorded() -> bool:
-                return (await get(svc.store, delivery.id)).state == "delivered"
 
-            await until(recorded)
-            assert (await get(svc.store, delivery.id)).attempts == 1
+async def _delivered(served: Served) -> outbox.DeliveryInfo:
+    """The project's one delivery, once it is recorded delivered."""
+    store = served.svc.store
+
+    async def recorded() -> bool:
+        async with store.read() as conn:
+            found = await outbox.list_deliveries(conn, project_id=served.project_id)
+        return [d.state for d in found] == ["delivered"]
+
+    await until(recorded)
+    async with store.read() as conn:
+        [delivery] = await outbox.list_deliveries(conn, project_id=served.project_id)
+    return delivery
+
+
+def _room(dispatcher: Dispatcher) -> int:
+    """How many deliveries the dispatcher would take from steps now."""
+    held = []
+    while (handoff := dispatcher.reserve([("p", "s")])) is not None:
+        held.append(handoff)
+    for handoff in held:
+        dispatcher.unreserve(handoff)
+    return len(held)
+
+
+async def test_a_steps_delivery_is_this_processs_to_send_the_moment_the_step_returns(
+    served: Served,
+) -> None:
+    await _submit(served)
+    # Nothing has run since the step's write: only that write can have claimed it.
+    assert served.dispatcher.state()["claimed"] == 1
+
+    [received] = await served.inbox.wait_for(1)
+    delivery = await _delivered(served)
+    assert ("X-Hookstage-Delivery", delivery.id) in received.headers
+    assert delivery.attempts == 1
+
+
+async def test_steps_that_lose_their_write_give_their_room_back(served: Served) -> None:
+    room = _room(served.dispatcher)
+    [task] = await served.svc.engine.list_tasks(served.project_id, limit=1)
+    submissions = [
+        served.svc.engine.submit(task.id, Submission(**labeled(n)), user="ann", duration_ms=1)
+        for n in range(3)
+    ]
+    # They read the same task: one moves it, the others lose their write, read again and
+    # are refused (it is not at Label any more).
+    outcomes = await asyncio.gather(*submissions, return_exceptions=True)
+    assert sorted(type(o).__name__ for o in outcomes) == ["Conflict", "Conflict", "Task"]
+
+    await _delivered(served)
+    assert served.dispatcher.state()["claimed"] == 0
+    assert _room(served.dispatcher) == room
 
 
 async def test_a_write_claims_only_what_a_claim_would_take(store: Store) -> None:
