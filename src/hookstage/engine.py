@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -49,6 +50,8 @@ __all__ = [
     "new_id",
     "timestamp",
 ]
+
+log = logging.getLogger(__name__)
 
 ROLES = ("admin", "manager", "labeler", "read-only")
 KEY_CACHE_SECONDS = 2.0
@@ -228,6 +231,7 @@ class Engine:
         self.clock = clock
         self.on_enqueue = on_enqueue
         self.courier: Courier | None = None
+        self._background: set[asyncio.Task[None]] = set()
         self._cipher = cipher
         self._projects: dict[str, Project] = {}
         # Key hash -> (key, when it was read, monotonic): see `authenticate`. A revoke moves
@@ -543,13 +547,35 @@ class Engine:
             if courier is not None and handoff is not None:
                 courier.unreserve(handoff)
             if isinstance(exc, asyncio.CancelledError):
-                self._woken(len(fired))  # the write may commit all the same: look, at worst
+                self._cancelled(fired, handoff)
             raise
         taken: Sequence[outbox.Claimed] = ()
         if courier is not None and handoff is not None:
             taken = outbox.claimed_rows(found[-1], handoff)
             await courier.adopt(handoff, taken, project)
         self._woken(len(fired) - len(taken))
+
+    def _cancelled(self, fired: list[outbox.NewDelivery], handoff: outbox.Handoff | None) -> None:
+        """A step cancelled once its write was queued: on SQLite the write goes on, and may
+        commit. Wake the dispatcher for what it enqueued; and what it claimed for a courier,
+        which nobody would send before the lease ended, give back once the write is done."""
+        if handoff is None:
+            self._woken(len(fired))
+            return
+        task = asyncio.create_task(self._give_back(fired, handoff))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _give_back(self, fired: list[outbox.NewDelivery], handoff: outbox.Handoff) -> None:
+        # The claim counted attempt 1; released, it is due at once and uncounted. Nothing
+        # matches if the write did not commit (on PostgreSQL a cancelled write is rolled back).
+        leases = [outbox.Lease(d.id, handoff.worker, 1) for d in fired]
+        try:
+            async with self.store.transaction() as conn:  # after the writes queued before it
+                await outbox.release(conn, leases, now=self.clock())
+        except Exception:
+            log.exception("a cancelled step's claims were not given back: they go at lease end")
+        self._woken(len(fired))
 
     async def _read_step(self, task_id: str) -> tuple[Task, Project]:
         """The task a step moves (with its batches) and its project, in one short read; the

@@ -6,9 +6,11 @@ may be due."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -237,3 +239,67 @@ async def test_a_retry_and_a_wake_in_a_quiet_spell_go_at_once_not_at_the_next_po
     dispatcher.wake()
     await until_state(store, second, "delivered")
     assert receiver.ids() == [*first, *first, *second]
+
+
+async def test_steps_cancelled_once_their_writes_are_queued_still_deliver_at_once(
+    tmp_path: Path,
+) -> None:
+    # SQLite goes on with a write once it is queued (PostgreSQL rolls a cancelled one back).
+    database = tmp_path / "db.sqlite"
+    inbox = Inbox()
+    async with listening(inbox, SECRET) as hook_url:
+        config = service.ServiceConfig(
+            database=str(database), port=0, allow_egress=("loopback",), lease_seconds=3600
+        )
+        async with service.running(config) as svc:
+            assert svc.dispatcher is not None
+            dispatcher = await _running(svc.dispatcher)
+            engine = svc.engine
+            project = await engine.create_project(
+                name="p", category_schema=DEMO_SCHEMA, workflow_json=demo_workflow(hook_url, SECRET)
+            )
+            await engine.import_assets(project.id, demo_assets(5))
+            first, *others = await engine.list_tasks(project.id)
+            # A step first: it opens the writes' connection, so the others queue at once.
+            await engine.submit(first.id, Submission(**labeled(1)), user="ann", duration_ms=1)
+
+            async def recorded() -> bool:
+                return bool(dispatcher.state()["claimed"] == 0)
+
+            await until(recorded)
+            room = _room(dispatcher)
+            # Another connection holds SQLite's writer: the next write waits on it, and the
+            # others queue behind that one.
+            blocker = sqlite3.connect(database, isolation_level=None)
+            blocker.execute("BEGIN IMMEDIATE")
+            steps = [
+                asyncio.create_task(
+                    engine.submit(t.id, Submission(**labeled(1)), user="ann", duration_ms=1)
+                )
+                for t in others
+            ]
+
+            async def all_queued() -> bool:  # each reserved room just before queueing
+                return _room(dispatcher) == room - len(steps)
+
+            await until(all_queued)
+            for step in steps:
+                step.cancel()
+            assert all(
+                isinstance(o, asyncio.CancelledError)
+                for o in await asyncio.gather(*steps, return_exceptions=True)
+            )
+            blocker.rollback()
+            blocker.close()
+
+            async def all_delivered() -> bool:  # long before a lease of an hour ends
+                async with svc.store.read() as conn:
+                    found = await outbox.list_deliveries(conn, project_id=project.id)
+                return len(found) == len(steps) + 1 and all(d.state == "delivered" for d in found)
+
+            await until(all_delivered)
+            async with svc.store.read() as conn:
+                found = await outbox.list_deliveries(conn, project_id=project.id)
+            assert {d.attempts for d in found} == {1}  # the given-back claim was not counted
+            assert len(await inbox.wait_for(len(steps) + 1)) == len(steps) + 1
+            assert _room(dispatcher) == room
