@@ -1389,9 +1389,8 @@ def _origin(url: object) -> tuple[str, str | None, int | None] | None:
 def _stored_auth(raw: Mapping[object, object], old: Workflow) -> Auth | None:
     """The stored auth a stage's update may keep secrets from: same stage and origin."""
     stage_id = raw.get("id")
-    stage = old.stages.get(stage_id) if isinstance(stage_id, str) else None
-    settings = stage.settings if stage is not None else None
-    if not isinstance(settings, WebhookSettings):
+    settings = webhook_settings(old, stage_id) if isinstance(stage_id, str) else None
+    if settings is None:
         return None
     # A secret follows the URL it was given for: sent to a new host, a bearer token leaks.
     if _origin(raw.get("url")) != _origin(settings.url):

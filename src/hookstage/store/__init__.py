@@ -190,11 +190,7 @@ class Store:
         if self._trips is None:  # closed meanwhile
             _settle(group, [StoreError("the store is closed")] * len(group))
             return
-        try:
-            trip = self._trips.send(driver.transact_all, [statements for statements, _ in group])
-        except Exception as exc:  # its thread is gone: these fail
-            _settle(group, [StoreError(f"cannot send the write: {exc}")] * len(group))
-            return
+        trip = self._trips.send(driver.transact_all, [statements for statements, _ in group])
         self._flying = True
         trip.add_done_callback(functools.partial(self._landed, group))
 
